@@ -1,0 +1,1 @@
+"""Reading and writing medical images: NIfTI, DICOM series, DICOM-SEG, slides."""
