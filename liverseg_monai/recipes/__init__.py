@@ -9,6 +9,8 @@
       n: 5
       seed: 0
       options: {size: [48, 48, 24]}
+      prepare: null             # optional {kind: hcc-tace, options: {...}}: convert the synthetic raw
+                                # layout with `python -m liverseg_monai prepare` before the runs
     verify_net_in_out:          # arguments of `monai.bundle verify_net_in_out`, or `skip: reason`
       config: inference.json
       args: {n: 1, any: 16}
@@ -71,14 +73,26 @@ def load_recipe(bundle: str) -> dict:
 
 
 def synthesize(spec: dict, out: str | os.PathLike) -> Path:
-    """Write the synthetic dataset a recipe's ``synth`` section describes; returns the dataset folder."""
+    """Write the synthetic dataset a recipe's ``synth`` section describes; returns the dataset folder.
+
+    With a ``prepare`` entry the generator writes to ``<out>_raw`` and the preparer converts that into
+    ``out``; option values starting with ``raw:`` are paths inside the raw folder.
+    """
     from liverseg_monai.data.synth import get_synthesizer
 
     out = Path(out)
     kwargs = dict(spec.get("options") or {})
     if "n" in spec:
         kwargs["n"] = spec["n"]
-    get_synthesizer(spec["kind"])(out, seed=spec.get("seed", 0), **kwargs)
+    prepare = spec.get("prepare")
+    raw = out.parent / f"{out.name}_raw" if prepare else out
+    get_synthesizer(spec["kind"])(raw, seed=spec.get("seed", 0), **kwargs)
+    if prepare:
+        from liverseg_monai.data.prepare import get_preparer
+
+        options = {k: (str(raw / v[len("raw:"):]) if isinstance(v, str) and v.startswith("raw:") else v)
+                   for k, v in (prepare.get("options") or {}).items()}
+        get_preparer(prepare["kind"])(raw, out, seed=spec.get("seed", 0), **options)
     return out
 
 
