@@ -1,0 +1,100 @@
+"""Synthetic H&E tiles: format, determinism, class content, stain variation, speed."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from liverseg_monai.data.datalist import load_datalist
+from liverseg_monai.data.synth import get_synthesizer
+from liverseg_monai.data.synth.histo import HISTO_CLASSES, HistoField, make_histo_tile, synth_histo
+
+
+def test_tile_shapes_and_dtypes():
+    rgb, label = make_histo_tile(np.random.default_rng(3), (96, 128))
+    assert rgb.shape == (96, 128, 3) and rgb.dtype == np.uint8
+    assert label.shape == (96, 128) and label.dtype == np.uint8
+    assert label.max() < len(HISTO_CLASSES)
+
+
+def test_tile_is_deterministic_per_rng_seed():
+    a = make_histo_tile(np.random.default_rng(7), 64)
+    b = make_histo_tile(np.random.default_rng(7), 64)
+    c = make_histo_tile(np.random.default_rng(8), 64)
+    np.testing.assert_array_equal(a[0], b[0])
+    np.testing.assert_array_equal(a[1], b[1])
+    assert not np.array_equal(a[1], c[1])
+
+
+def test_field_renders_without_seams():
+    """A window rendered in two halves equals the window rendered at once (slides rely on it)."""
+    fld = HistoField(seed=5, scale=1.0, region_px=50.0)
+    conc, label = fld.render(100, -40, 64, 80)
+    left_c, left_l = fld.render(100, -40, 64, 37)
+    right_c, right_l = fld.render(100, -3, 64, 43)
+    np.testing.assert_array_equal(label, np.concatenate([left_l, right_l], axis=1))
+    np.testing.assert_allclose(conc, np.concatenate([left_c, right_c], axis=1))
+
+
+@pytest.fixture(scope="module")
+def tiles():
+    rngs = [np.random.default_rng(i) for i in range(24)]
+    return [make_histo_tile(r, 128) for r in rngs]
+
+
+def test_every_class_occurs_and_tiles_have_several_regions(tiles):
+    labels = np.stack([t[1] for t in tiles])
+    counts = np.bincount(labels.ravel(), minlength=len(HISTO_CLASSES))
+    assert (counts > 0).all(), counts
+    assert counts[1] == counts.max()  # parenchyma dominates, as in a liver biopsy
+    assert np.median([len(np.unique(t[1])) for t in tiles]) >= 4
+
+
+def test_hh_and_e_colours(tiles):
+    """Nuclei-dense inflammation is darker and bluer than parenchyma; glass is bright."""
+    rgb = np.stack([t[0] for t in tiles]).astype(float)
+    labels = np.stack([t[1] for t in tiles])
+    mean = {c: rgb[labels == c].mean(0) for c in range(len(HISTO_CLASSES))}
+    assert mean[0].min() > 200  # glass
+    assert mean[5].sum() < mean[1].sum() - 60  # inflammation darker
+    assert mean[5][2] - mean[5][0] > mean[1][2] - mean[1][0]  # and bluer (hematoxylin)
+    assert mean[1][0] > mean[1][1]  # parenchyma pink: red above green (eosin)
+    assert mean[6].sum() > mean[1].sum() + 60  # fat vacuoles are white
+
+
+def test_classes_are_not_separable_by_pixel_colour(tiles):
+    """A nearest-class-mean colour classifier must do badly: classes need texture and context."""
+    rgb = np.stack([t[0] for t in tiles]).reshape(-1, 3).astype(float)
+    labels = np.stack([t[1] for t in tiles]).ravel()
+    means = np.stack([rgb[labels == c].mean(0) for c in range(len(HISTO_CLASSES))])
+    pred = np.argmin(((rgb[:, None, :] - means[None]) ** 2).sum(-1), axis=1)
+    recall = [np.mean(pred[labels == c] == c) for c in range(len(HISTO_CLASSES))]
+    assert np.mean(recall) < 0.6, recall
+
+
+def test_stain_varies_between_tiles(tiles):
+    par = [t[0][t[1] == 1].mean(0) for t in tiles if (t[1] == 1).sum() > 500]
+    assert np.std(np.stack(par), axis=0).max() > 4.0
+
+
+def test_synth_histo_layout_and_determinism(tmp_path):
+    start = time.perf_counter()
+    path = synth_histo(tmp_path / "a", seed=1, n=24, size=128)
+    elapsed = time.perf_counter() - start
+    assert elapsed < 15, elapsed  # ~1 s on an idle core
+    content = json.loads(path.read_text())
+    assert content["classes"] == list(HISTO_CLASSES)
+    assert [len(content[k]) for k in ("training", "validation", "testing")] == [14, 5, 5]
+    train = load_datalist(tmp_path / "a", "training", require=("image", "label"))
+    test = load_datalist(tmp_path / "a", "testing", require=("image", "label"))
+    img = np.asarray(Image.open(train[0]["image"]))
+    lab = np.asarray(Image.open(test[0]["label"]))
+    assert img.shape == (128, 128, 3) and img.dtype == np.uint8
+    assert lab.shape == (128, 128) and lab.dtype == np.uint8 and lab.max() < 7
+    again = get_synthesizer("histo")(tmp_path / "b", seed=1, n=3, size=128)
+    first = json.loads(again.read_text())["training"][0]["image"]
+    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "b" / first)), img)
