@@ -1,1 +1,1 @@
-"""metrics"""
+"""Metrics beyond MONAI's: per-case tables of the papers' measures."""
