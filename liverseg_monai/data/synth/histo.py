@@ -72,6 +72,19 @@ def hash_uniform(seed: int, iy, ix, salt: int) -> np.ndarray:
     return (x >> np.uint64(11)).astype(np.float64) * (1.0 / 9007199254740992.0)
 
 
+def lattice_uniform(seed: int, iy: np.ndarray, ix: np.ndarray, salt: int) -> np.ndarray:
+    """:func:`hash_uniform` at many points of a small lattice window: hash the window once, then index."""
+    iy, ix = np.asarray(iy), np.asarray(ix)
+    if iy.size < 64:
+        return hash_uniform(seed, iy, ix, salt)
+    y0, x0 = int(iy.min()), int(ix.min())
+    ny, nx = int(iy.max()) - y0 + 1, int(ix.max()) - x0 + 1
+    if ny * nx > iy.size // 2:
+        return hash_uniform(seed, iy, ix, salt)
+    table = hash_uniform(seed, np.arange(y0, y0 + ny)[:, None], np.arange(x0, x0 + nx)[None, :], salt)
+    return table[iy - y0, ix - x0]
+
+
 def value_noise(seed: int, y: np.ndarray, x: np.ndarray, salt: int) -> np.ndarray:
     """Smooth value noise in [0, 1] with unit lattice spacing (scale the coordinates to set the size)."""
     fy, fx = np.floor(y), np.floor(x)
@@ -79,6 +92,16 @@ def value_noise(seed: int, y: np.ndarray, x: np.ndarray, salt: int) -> np.ndarra
     ty = ty * ty * (3 - 2 * ty)
     tx = tx * tx * (3 - 2 * tx)
     iy, ix = fy.astype(np.int64), fx.astype(np.int64)
+    if iy.size >= 64:
+        y0, x0 = int(iy.min()), int(ix.min())
+        ny, nx = int(iy.max()) - y0 + 2, int(ix.max()) - x0 + 2
+        if ny * nx <= iy.size // 2:
+            t = hash_uniform(seed, np.arange(y0, y0 + ny)[:, None], np.arange(x0, x0 + nx)[None, :], salt)
+            a, b = iy - y0, ix - x0
+            v00, v01, v10, v11 = t[a, b], t[a, b + 1], t[a + 1, b], t[a + 1, b + 1]
+            top = v00 + (v01 - v00) * tx
+            bottom = v10 + (v11 - v10) * tx
+            return top + (bottom - top) * ty
     v00 = hash_uniform(seed, iy, ix, salt)
     v01 = hash_uniform(seed, iy, ix + 1, salt)
     v10 = hash_uniform(seed, iy + 1, ix, salt)
@@ -123,35 +146,47 @@ class HistoField:
         for dy in (-1, 0, 1):
             for dx in (-1, 0, 1):
                 gy, gx = cy + dy, cx + dx
-                sy = (gy + 0.1 + 0.8 * hash_uniform(s, gy, gx, 3)) * R
-                sx = (gx + 0.1 + 0.8 * hash_uniform(s, gy, gx, 4)) * R
+                sy = (gy + 0.1 + 0.8 * lattice_uniform(s, gy, gx, 3)) * R
+                sx = (gx + 0.1 + 0.8 * lattice_uniform(s, gy, gx, 4)) * R
                 d = (wy - sy) ** 2 + (wx - sx) ** 2
                 closer = d < best
                 best = np.where(closer, d, best)
                 by = np.where(closer, gy, by)
                 bx = np.where(closer, gx, bx)
-        u = hash_uniform(s, by, bx, 5)
+        u = lattice_uniform(s, by, bx, 5)
         p0, p1, _ = np.asarray(self.region_probs, float) / np.sum(self.region_probs)
         cls = np.where(u < p0, BACKGROUND, np.where(u < p0 + p1, PARENCHYMA, PORTAL)).astype(np.uint8)
         if self.tissue is not None:
             cls = np.where(self.tissue(y, x), cls, BACKGROUND).astype(np.uint8)
         return cls, by, bx
 
-    def _grid_objects(self, y, x, spacing: float, rmax: float, salt: int):
-        """Per pixel: its object-grid cell, the jittered object centre in that cell, two uniforms."""
+    def _grid_objects(self, y, x, spacing: float, rmax: float, salt: int, region: bool = False):
+        """Per pixel: the jittered object centre of its grid cell and two uniforms (and the region
+        class at the centre when ``region``); objects of radius <= ``rmax`` stay inside their cell.
+
+        Cell parameters are computed once per cell of the window, then indexed per pixel.
+        """
         s = self.seed
         gy, gx = np.floor(y / spacing).astype(np.int64), np.floor(x / spacing).astype(np.int64)
+        y0, x0 = int(gy.min()), int(gx.min())
+        cy, cx = np.meshgrid(np.arange(y0, int(gy.max()) + 1), np.arange(x0, int(gx.max()) + 1), indexing="ij")
         m = min(rmax / spacing, 0.5)
-        oy = (gy + m + (1 - 2 * m) * hash_uniform(s, gy, gx, salt)) * spacing
-        ox = (gx + m + (1 - 2 * m) * hash_uniform(s, gy, gx, salt + 1)) * spacing
-        return gy, gx, oy, ox, hash_uniform(s, gy, gx, salt + 2), hash_uniform(s, gy, gx, salt + 3)
+        oy = (cy + m + (1 - 2 * m) * hash_uniform(s, cy, cx, salt)) * spacing
+        ox = (cx + m + (1 - 2 * m) * hash_uniform(s, cy, cx, salt + 1)) * spacing
+        u, v = hash_uniform(s, cy, cx, salt + 2), hash_uniform(s, cy, cx, salt + 3)
+        w = hash_uniform(s, cy, cx, salt + 4)
+        a, b = gy - y0, gx - x0
+        out = [oy[a, b], ox[a, b], u[a, b], v[a, b], w[a, b]]
+        if region:
+            out.append(self.regions(oy, ox)[0][a, b])
+        return out
 
     def _nuclei(self, y, x, spacing, prob, r_range, salt, elong=1.0, angle=None):
         """Soft nucleus mask in [0, 1]: at most one (elliptic) nucleus per jittered grid cell."""
         if angle is not None:  # grid in coordinates rotated along ``angle`` (fibre direction)
             c, sn = np.cos(angle), np.sin(angle)
             y, x = -sn * x + c * y, c * x + sn * y
-        _, _, oy, ox, u, v = self._grid_objects(y, x * (1.0 / elong), spacing, r_range[1], salt)
+        oy, ox, u, v, _ = self._grid_objects(y, x * (1.0 / elong), spacing, r_range[1], salt)
         ox = ox * elong
         r = r_range[0] + (r_range[1] - r_range[0]) * v
         d = np.sqrt((y - oy) ** 2 + ((x - ox) / elong) ** 2) / r
@@ -164,10 +199,14 @@ class HistoField:
         s, k = self.seed, self.scale
         y, x = np.meshgrid(np.arange(y0, y0 + h, dtype=np.float64), np.arange(x0, x0 + w, dtype=np.float64), indexing="ij")
         region, ry, rx = self.regions(y, x)
-        angle = np.pi * hash_uniform(s, ry, rx, 6)
-        fat_density = np.where(hash_uniform(s, ry, rx, 7) < self.steatotic_prob, 0.35 + 0.6 * hash_uniform(s, ry, rx, 8), 0.0)
+        angle = np.pi * lattice_uniform(s, ry, rx, 6)
+        fat_density = np.where(
+            lattice_uniform(s, ry, rx, 7) < self.steatotic_prob, 0.35 + 0.6 * lattice_uniform(s, ry, rx, 8), 0.0
+        )
         label = region.copy()
         tissue = region > 0
+        # region-local coordinates: rotated patterns (plates, fibres) stay in a small coordinate range
+        ly, lx = y - ry * self.region_px, x - rx * self.region_px
 
         fine = value_noise(s, y / (1.5 * k), x / (1.5 * k), 10)
         hema = np.full((h, w), 0.005)
@@ -177,7 +216,7 @@ class HistoField:
         # parenchyma: pink granular hepatocyte plates separated by pale sinusoids, round nuclei
         par = region == PARENCHYMA
         c, sn = np.cos(angle), np.sin(angle)
-        phase = (c * x + sn * y) / (13 * k) + 1.2 * value_noise(s, y / (25 * k), x / (25 * k), 12)
+        phase = (c * lx + sn * ly) / (13 * k) + 1.2 * value_noise(s, y / (25 * k), x / (25 * k), 12)
         sinusoid = (phase - np.floor(phase)) < 0.13
         eos = np.where(par, np.where(sinusoid, 0.06, 0.24 + 0.10 * fine), eos)
         hema = np.where(par, 0.03, hema)
@@ -187,11 +226,11 @@ class HistoField:
         # portal tract: pale fibrous stroma with elongated nuclei along the fibres
         por = region == PORTAL
         cr, sr = np.cos(angle), np.sin(angle)
-        u_al, v_ac = cr * x + sr * y, -sr * x + cr * y
+        u_al, v_ac = cr * lx + sr * ly, -sr * lx + cr * ly
         streak = value_noise(s, v_ac / (2.5 * k), u_al / (22 * k), 13)
         eos = np.where(por, 0.08 + 0.22 * streak**1.5, eos)
         hema = np.where(por, 0.015, hema)
-        nuc_por = self._nuclei(y, x, 9 * k, 0.4, (0.9 * k, 1.3 * k), 24, elong=3.2, angle=angle)
+        nuc_por = self._nuclei(ly, lx, 9 * k, 0.4, (0.9 * k, 1.3 * k), 24, elong=3.2, angle=angle)
 
         # sparse lymphocytes everywhere in tissue (so one dark nucleus does not mean inflammation)
         nuc_lym = self._nuclei(y, x, 22 * k, 0.12, (1.5 * k, 2.0 * k), 28)
@@ -201,7 +240,7 @@ class HistoField:
 
         # fat vacuoles in steatotic parenchyma: white discs with a thin pink rim
         sp = 17 * k
-        _, _, oy, ox, u, v = self._grid_objects(y, x, sp, 7 * k, 30)
+        oy, ox, u, v, _ = self._grid_objects(y, x, sp, 7 * k, 30)
         r = (2.5 + 4.5 * v) * k
         d = np.sqrt((y - oy) ** 2 + (x - ox) ** 2)
         vac = par & (u < fat_density) & (d < r)
@@ -213,8 +252,7 @@ class HistoField:
 
         # inflammation: irregular blobs packed with small dark nuclei
         sp = 64 * k
-        gy, gx, oy, ox, u, v = self._grid_objects(y, x, sp, 24 * k, 40)
-        centre_region, _, _ = self.regions(oy, ox)
+        oy, ox, u, v, _, centre_region = self._grid_objects(y, x, sp, 24 * k, 40, region=True)
         p_inf = np.where(centre_region == PORTAL, 0.55, np.where(centre_region == PARENCHYMA, 0.2, 0.0))
         r = (8 + 10 * v) * k * (0.75 + 0.5 * value_noise(s, y / (6 * k), x / (6 * k), 44))
         blob = tissue & (u < p_inf) & (np.hypot(y - oy, x - ox) < r)
@@ -226,11 +264,10 @@ class HistoField:
 
         # vessels: central veins in parenchyma, portal veins / arteries in portal tracts
         sp = 64 * k
-        gy, gx, oy, ox, u, v = self._grid_objects(y, x, sp, 24 * k, 50)
-        centre_region, _, _ = self.regions(oy, ox)
+        oy, ox, u, v, w_ecc, centre_region = self._grid_objects(y, x, sp, 24 * k, 50, region=True)
         p_ves = np.where(centre_region == PORTAL, 0.55, np.where(centre_region == PARENCHYMA, 0.3, 0.0))
         rv = (6 + 16 * v) * k
-        ecc = 0.7 + 0.3 * hash_uniform(s, gy, gx, 54)
+        ecc = 0.7 + 0.3 * w_ecc
         dv = np.hypot((y - oy) / ecc, x - ox)
         ves = (u < p_ves) & (dv < rv)
         wall = ves & (dv >= rv - 2.0 * k)
@@ -245,12 +282,11 @@ class HistoField:
 
         # bile ducts: in portal tracts, a ring of cuboidal nuclei around a small lumen
         sp = 40 * k
-        gy, gx, oy, ox, u, v = self._grid_objects(y, x, sp, 11 * k, 60)
-        centre_region, _, _ = self.regions(oy, ox)
+        oy, ox, u, v, w_lumen, centre_region = self._grid_objects(y, x, sp, 11 * k, 60, region=True)
         centre_vessel = self._vessel_at(oy, ox)
         p_duct = np.where((centre_region == PORTAL) & ~centre_vessel, 0.5, 0.0)
         ro = (6.0 + 3.5 * v) * k
-        rl = ro * (0.3 + 0.15 * hash_uniform(s, gy, gx, 64))
+        rl = ro * (0.3 + 0.15 * w_lumen)
         dd = np.hypot(y - oy, x - ox)
         duct = (u < p_duct) & (dd < ro)
         duct_lumen = duct & (dd < rl)
@@ -273,14 +309,12 @@ class HistoField:
         return conc, label.astype(np.uint8)
 
     def _vessel_at(self, y, x) -> np.ndarray:
-        """Whether points fall inside a vessel (used to keep bile ducts out of vessels)."""
+        """Whether points fall inside (or next to) a vessel; keeps bile ducts out of vessels."""
         k = self.scale
-        gy, gx, oy, ox, u, v = self._grid_objects(y, x, 64 * k, 24 * k, 50)
-        centre_region, _, _ = self.regions(oy, ox)
+        oy, ox, u, v, w_ecc, centre_region = self._grid_objects(y, x, 64 * k, 24 * k, 50, region=True)
         p_ves = np.where(centre_region == PORTAL, 0.55, np.where(centre_region == PARENCHYMA, 0.3, 0.0))
         rv = (6 + 16 * v) * k + 6 * k
-        ecc = 0.7 + 0.3 * hash_uniform(self.seed, gy, gx, 54)
-        return (u < p_ves) & (np.hypot((y - oy) / ecc, x - ox) < rv)
+        return (u < p_ves) & (np.hypot((y - oy) / (0.7 + 0.3 * w_ecc), x - ox) < rv)
 
 
 # ----------------------------------------------------------------------------------- the stains
