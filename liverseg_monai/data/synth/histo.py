@@ -351,10 +351,13 @@ class Stain:
             blur=float(rng.uniform(0.4, 0.9)),
         )
 
-    def to_rgb(self, conc: np.ndarray, rng: np.random.Generator, scale: float = 1.0) -> np.ndarray:
-        """uint8 RGB from (H, W, 3) hematoxylin/eosin/blood concentrations."""
-        if self.blur > 0:
-            conc = ndimage.gaussian_filter(conc, sigma=(self.blur * scale, self.blur * scale, 0), mode="nearest")
+    def to_rgb(
+        self, conc: np.ndarray, rng: np.random.Generator, scale: float = 1.0, blur: float | None = None
+    ) -> np.ndarray:
+        """uint8 RGB from (H, W, 3) hematoxylin/eosin/blood concentrations (``blur`` overrides the optics)."""
+        blur = self.blur if blur is None else blur
+        if blur > 0:
+            conc = ndimage.gaussian_filter(conc, sigma=(blur * scale, blur * scale, 0), mode="nearest")
         od = (
             (self.h_scale * conc[..., :1]) * self.h_vector
             + (self.e_scale * conc[..., 1:2]) * self.e_vector
