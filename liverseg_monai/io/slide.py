@@ -208,27 +208,33 @@ class Slide:
         return out
 
     def thumbnail(self, max_size: int = 1024) -> np.ndarray:
-        """A downsampled image whose longer side is at most ``max_size`` pixels.
+        """A downsampled image whose longer side is ``max_size`` pixels (or less for a smaller slide).
 
-        Reads the coarsest level that is at least ``max_size`` large (or the coarsest level) band
-        by band and block-averages it, so memory stays bounded even without a pyramid.
+        Reads the coarsest level that is at least ``max_size`` large band by band, block-averages
+        it by an integer factor and resizes the small result, so memory stays bounded even for a
+        slide without a pyramid.
         """
+        from skimage.transform import resize
+
         level = len(self.levels) - 1
         for lev in self.levels:
             if max(lev.shape) >= max_size:
                 level = lev.index
         lev = self.levels[level]
-        f = max(1, math.ceil(max(lev.shape) / max_size))
+        f = max(1, max(lev.shape) // max_size)
         out_h, out_w = math.ceil(lev.height / f), math.ceil(lev.width / f)
         out = np.empty((out_h, out_w, self.channels), dtype=self.dtype)
-        band_rows = max(f, (2048 // f) * f)
+        band_rows = max(f, ((1 << 22) // max(1, lev.width * self.channels)) // f * f)
         fill = 255 if self.channels >= 3 else 0
         for by in range(0, lev.height, band_rows):
             bh = min(band_rows, lev.height - by)
             band = self.read_region(level, by, 0, math.ceil(bh / f) * f, out_w * f, fill=fill)
-            if f > 1:
-                band = band.reshape(band.shape[0] // f, f, out_w, f, self.channels).mean(axis=(1, 3))
-            out[by // f : by // f + band.shape[0]] = np.round(band).astype(self.dtype)
+            out[by // f : by // f + math.ceil(bh / f)] = _block_mean(band, f)
+        scale = max_size / max(out_h, out_w)
+        if scale < 1:
+            shape = (max(1, round(out_h * scale)), max(1, round(out_w * scale)), self.channels)
+            out = resize(out, shape, order=1, preserve_range=True, anti_aliasing=True)
+            out = np.round(out).astype(self.dtype)
         return out
 
     def __enter__(self) -> Slide:
@@ -607,17 +613,27 @@ def _as_source(data) -> tuple[Source, tuple[int, ...], np.dtype]:
     return read, tuple(arr.shape), np.dtype(arr.dtype)
 
 
+def _block_mean(band: np.ndarray, f: int) -> np.ndarray:
+    """Mean over ``f x f`` blocks of a ``(h, w, c)`` array whose h and w are multiples of ``f``."""
+    if f == 1:
+        return band
+    h, w, c = band.shape
+    blocks = band.reshape(h // f, f, w // f, f, c)
+    if np.issubdtype(band.dtype, np.integer) and band.dtype.itemsize <= 2:
+        total = blocks.sum(axis=(1, 3), dtype=np.uint32 if band.dtype.kind == "u" else np.int32)
+        return ((total + (f * f) // 2) // (f * f)).astype(band.dtype)
+    return blocks.mean(axis=(1, 3), dtype=np.float32).astype(band.dtype)
+
+
 def _downsample(band: np.ndarray, f: int, resample: str) -> np.ndarray:
-    """Block-reduce a ``(h, w, c)`` band by ``f`` (edges padded by replication)."""
+    """Reduce a ``(h, w, c)`` band by ``f``: block mean or nearest (edges padded by replication)."""
     h, w = band.shape[:2]
     ph, pw = (-h) % f, (-w) % f
     if ph or pw:
         band = np.pad(band, ((0, ph), (0, pw), (0, 0)), mode="edge")
     if resample == "nearest":
         return band[::f, ::f]
-    hh, ww = band.shape[0] // f, band.shape[1] // f
-    red = band.reshape(hh, f, ww, f, band.shape[2]).mean(axis=(1, 3))
-    return np.round(red).astype(band.dtype) if np.issubdtype(band.dtype, np.integer) else red.astype(band.dtype)
+    return _block_mean(band, f)
 
 
 def pyramid_shapes(shape: tuple[int, int], factor: int = 2, min_size: int = 512) -> list[tuple[int, int]]:
@@ -722,8 +738,11 @@ def write_pyramid(
                     if tile.shape[:2] != (ts, ts):
                         tile = np.pad(tile, ((0, ts - tile.shape[0]), (0, ts - tile.shape[1]), (0, 0)), mode="edge")
                     bar.update()
-                    yield tile if channels == 3 else tile[..., 0]
-            bar.close()
+                    if bar.n == bar.total:
+                        bar.close()
+                    # a copy, so tifffile holding on to a tile does not keep the whole band alive
+                    yield np.ascontiguousarray(tile if channels == 3 else tile[..., 0])
+                del band
 
         options = {
             "tile": (ts, ts),
