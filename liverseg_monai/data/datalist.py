@@ -30,8 +30,10 @@ def _resolve(root: Path, rel, datalist: Path, index: int, key: str, field: str, 
         raise DatasetError(datalist, f"{key}[{index}].{field} must be a non-empty path string, got {rel!r}")
     if os.path.isabs(rel):
         raise DatasetError(datalist, f"{key}[{index}].{field} is absolute ({rel}); paths must be relative to the dataset folder")
-    full = (root / rel).resolve()
-    if root.resolve() not in full.parents and full != root.resolve():
+    # normalise ".." without following links: a prepared dataset may link to files stored elsewhere
+    base = Path(os.path.abspath(root))
+    full = Path(os.path.abspath(base / rel))
+    if base not in full.parents:
         raise DatasetError(datalist, f"{key}[{index}].{field} points outside the dataset folder: {rel}")
     if check_exists and not full.exists():
         raise DatasetError(full, f"listed in {datalist} ({key}[{index}].{field}) but does not exist")
