@@ -7,3 +7,7 @@ Sub-packages are organised by concern: ``data`` (datalists, synthetic data, data
 """
 
 __version__ = "0.1.0"
+
+from liverseg_monai.errors import install_excepthook as _install_excepthook
+
+_install_excepthook()

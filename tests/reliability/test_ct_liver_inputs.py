@@ -1,0 +1,130 @@
+"""Bad inputs to the liver CT bundle: a clear error naming the file, never a silent wrong answer."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+from monai.bundle import ConfigParser
+from PIL import Image
+
+from liverseg_monai.data import load_datalist
+from liverseg_monai.errors import DatasetError, InputError, find_error
+
+REPO = Path(__file__).resolve().parents[2]
+BUNDLE = REPO / "bundles" / "liver_ct_unet_segmentation"
+
+
+def _nii(path, array, affine=None):
+    nib.save(nib.Nifti1Image(np.asarray(array), np.eye(4) if affine is None else affine), str(path))
+    return path.name
+
+
+def _ct(shape=(16, 16, 8)):
+    return np.random.default_rng(0).normal(0, 200, shape).astype(np.int16)
+
+
+def _pipeline(key: str, evaluate: bool = False):
+    parser = ConfigParser()
+    parser.read_config([str(BUNDLE / "configs" / "inference.json")] + ([str(BUNDLE / "configs" / "evaluate.json")] if evaluate else []))
+    parser["bundle_root"] = str(BUNDLE)
+    return parser.get_parsed_content(key, instantiate=True)
+
+
+def _load(tmp_path, item: dict, evaluate=False):
+    (tmp_path / "dataset.json").write_text(json.dumps({"testing": [item], "validation": [item]}))
+    data = load_datalist(tmp_path, "validation" if evaluate else "testing")
+    try:
+        return _pipeline("preprocessing", evaluate)(data[0])
+    except Exception as err:  # MONAI wraps transform errors; the InputError is in the chain
+        found = find_error(err)
+        if found is None:
+            raise
+        raise found from None
+
+
+def test_good_case_passes(tmp_path):
+    out = _load(tmp_path, {"image": _nii(tmp_path / "ok.nii.gz", _ct())})
+    assert out["image"].shape[0] == 1
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda p: _nii(p / "two_d.nii.gz", _ct((16, 16))), "3D volume"),
+        (lambda p: _nii(p / "four_d.nii.gz", _ct((16, 16, 8, 3))), "channels"),
+        (lambda p: _nii(p / "nan.nii.gz", np.full((8, 8, 8), np.nan, np.float32)), "NaN"),
+        (lambda p: _nii(p / "zero_spacing.nii.gz", _ct(), np.diag([1.0, 0.0, 1.0, 1.0])), "spacing"),
+        (lambda p: _nii(p / "not_hu.nii.gz", np.full((8, 8, 8), 1e7, np.float32)), "Hounsfield"),
+    ],
+)
+def test_bad_volumes(tmp_path, make, message):
+    name = make(tmp_path)
+    with pytest.raises(InputError, match=message) as err:
+        _load(tmp_path, {"image": name})
+    assert name in str(err.value)
+
+
+def test_truncated_nifti(tmp_path):
+    _nii(tmp_path / "full.nii.gz", _ct((32, 32, 16)))
+    data = (tmp_path / "full.nii.gz").read_bytes()
+    (tmp_path / "truncated.nii.gz").write_bytes(data[: len(data) // 2])
+    with pytest.raises(InputError, match="truncated.nii.gz.*(truncated|corrupt|cannot be read)"):
+        _load(tmp_path, {"image": "truncated.nii.gz"})
+
+
+def test_rgb_png_given_to_a_ct_bundle(tmp_path):
+    Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(tmp_path / "photo.png")
+    with pytest.raises(InputError, match="photo.png"):
+        _load(tmp_path, {"image": "photo.png"})
+
+
+@pytest.mark.parametrize(
+    "label, message",
+    [
+        (lambda p: _nii(p / "lab.nii.gz", np.full((16, 16, 8), 5, np.uint8)), "outside the classes"),
+        (lambda p: _nii(p / "lab.nii.gz", np.zeros((16, 16, 9), np.uint8)), "shape"),
+        (lambda p: _nii(p / "lab.nii.gz", np.zeros((16, 16, 8), np.uint8), np.diag([2.0, 1, 1, 1])), "affines differ"),
+    ],
+)
+def test_bad_image_label_pairs_in_evaluation(tmp_path, label, message):
+    image = _nii(tmp_path / "img.nii.gz", _ct())
+    with pytest.raises(InputError, match=message):
+        _load(tmp_path, {"image": image, "label": label(tmp_path)}, evaluate=True)
+
+
+def test_empty_and_escaping_datalists(tmp_path):
+    (tmp_path / "dataset.json").write_text("{}")
+    with pytest.raises(DatasetError, match="no 'testing' items"):
+        load_datalist(tmp_path, "testing")
+    (tmp_path / "dataset.json").write_text(json.dumps({"testing": ["../../etc/passwd"]}))
+    with pytest.raises(DatasetError, match="outside the dataset folder"):
+        load_datalist(tmp_path, "testing")
+
+
+def test_bundle_run_on_a_corrupt_file_exits_with_one_clear_line_and_no_output(tmp_path):
+    import torch
+
+    bundle = tmp_path / "bundle"
+    (bundle / "models").mkdir(parents=True)
+    (bundle / "configs").symlink_to(BUNDLE / "configs")
+    parser = ConfigParser()
+    parser.read_config(str(BUNDLE / "configs" / "inference.json"))
+    torch.save(parser.get_parsed_content("network_def").state_dict(), bundle / "models" / "model.pt")
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "broken.nii.gz").write_bytes(b"\x1f\x8b\x08\x00 this is not a volume")
+    (data / "dataset.json").write_text(json.dumps({"testing": ["broken.nii.gz"]}))
+    out = tmp_path / "out"
+    proc = subprocess.run(
+        [sys.executable, "-m", "monai.bundle", "run", "--config_file", str(bundle / "configs" / "inference.json"),
+         "--bundle_root", str(bundle), "--dataset_dir", str(data), "--output_dir", str(out)],
+        capture_output=True, text=True,
+    )
+    assert proc.returncode != 0
+    last = proc.stderr.strip().splitlines()[-2]
+    assert last.startswith("error: ") and "broken.nii.gz" in last, proc.stderr[-2000:]
+    assert not out.exists() or not any(out.iterdir()), "no partial output"
