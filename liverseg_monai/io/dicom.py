@@ -1,0 +1,508 @@
+"""DICOM for CT: the project's one place that reads and writes DICOM series and DICOM-SEG.
+
+Conventions
+-----------
+* Arrays are in voxel order ``(i, j, k)``: ``i`` the column index of a slice, ``j`` its row index and
+  ``k`` the slice index sorted along the slice normal ``n = row_direction x column_direction``
+  (the order ITK/GDCM use), so ``read_series`` returns what ``LoadImage(reader="ITKReader")``
+  returns for the same folder.
+* Affines are 4x4 voxel -> world matrices in RAS millimetres (the NIfTI convention MONAI uses).
+  DICOM patient coordinates are LPS; the conversion is ``diag(-1, -1, 1, 1) @ affine_lps``.
+* Every problem with an input raises :class:`liverseg_monai.errors.InputError` naming the folder
+  or file and saying what is wrong; outputs are written atomically.
+
+Main entry points: :func:`read_series`, :func:`read_series_geometry`, :func:`read_seg`,
+:func:`write_seg`, :func:`write_series` (synthetic data and tests) and the MONAI reader
+:class:`DicomSeriesReader` for ``LoadImaged(reader=...)``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pydicom
+from monai.data.image_reader import ImageReader
+from monai.utils import MetaKeys, SpaceKeys, ensure_tuple
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.errors import InvalidDicomError
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+from liverseg_monai.errors import InputError
+from liverseg_monai.io.atomic import atomic_path
+
+CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
+ENHANCED_CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2.1"
+SEGMENTATION_STORAGE = "1.2.840.10008.5.1.4.1.1.66.4"
+LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
+
+# tolerances: direction cosines, in-plane spacing (mm), slice spacing (fraction of the spacing)
+_ORIENT_TOL = 1e-4
+_SPACING_TOL = 1e-3
+_SLICE_TOL = 0.05
+
+
+# --------------------------------------------------------------------------------------- series
+
+
+@dataclass
+class _Slice:
+    path: Path
+    ds: Dataset
+    position: np.ndarray  # LPS mm
+
+
+def _dicom_files(folder: Path) -> list[Path]:
+    if not folder.exists():
+        raise InputError(folder, "DICOM series folder does not exist")
+    if not folder.is_dir():
+        raise InputError(folder, "expected a folder holding one DICOM series (one file per slice), got a file")
+    return sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".") and p.name.upper() != "DICOMDIR")
+
+
+def _read_header(path: Path, stop_before_pixels: bool) -> Dataset | None:
+    """The dataset of ``path``, ``None`` when it is not a DICOM file at all (a note, a thumbnail)."""
+    try:
+        return pydicom.dcmread(path, stop_before_pixels=stop_before_pixels)
+    except InvalidDicomError:
+        return None
+    except Exception as err:  # truncated or corrupt files raise many kinds of errors
+        raise InputError(path, f"unreadable DICOM file ({type(err).__name__}: {err})") from None
+
+
+def _read_folder(folder: Path, stop_before_pixels: bool) -> list[tuple[Path, Dataset]]:
+    files = _dicom_files(folder)
+    found = [(p, ds) for p in files if (ds := _read_header(p, stop_before_pixels)) is not None]
+    if not found:
+        extra = f" ({len(files)} other files)" if files else ""
+        raise InputError(folder, f"no DICOM files in this folder{extra}")
+    return found
+
+
+def _select_series(folder: Path, found: list[tuple[Path, Dataset]], series_uid: str | None) -> list[tuple[Path, Dataset]]:
+    by_series: dict[str, list[tuple[Path, Dataset]]] = {}
+    for path, ds in found:
+        by_series.setdefault(str(ds.get("SeriesInstanceUID", "")), []).append((path, ds))
+    if series_uid is not None:
+        if series_uid not in by_series:
+            raise InputError(folder, f"no series with SeriesInstanceUID {series_uid}; found {', '.join(sorted(by_series))}")
+        return by_series[series_uid]
+    if len(by_series) > 1:
+        desc = "; ".join(
+            f"{uid or '<no SeriesInstanceUID>'} ({len(v)} files, e.g. {v[0][0].name})" for uid, v in sorted(by_series.items())
+        )
+        raise InputError(folder, f"holds {len(by_series)} DICOM series, expected one: {desc}. Pass series_uid= to pick one")
+    return next(iter(by_series.values()))
+
+
+def _check_image(path: Path, ds: Dataset, modality: str | Sequence[str] | None) -> None:
+    sop_class = str(ds.get("SOPClassUID", ""))
+    if sop_class == SEGMENTATION_STORAGE or ds.get("Modality") == "SEG":
+        raise InputError(path, "is a DICOM-SEG (segmentation), not an image series; pass it as the label")
+    if int(ds.get("NumberOfFrames", 1) or 1) > 1:
+        raise InputError(path, f"multi-frame image ({ds.NumberOfFrames} frames); only one-slice-per-file series are supported")
+    if modality is not None:
+        allowed = ensure_tuple(modality)
+        if ds.get("Modality") not in allowed:
+            raise InputError(path, f"modality is {ds.get('Modality', '<missing>')!r}, expected {' or '.join(allowed)}")
+    for key in ("ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing", "Rows", "Columns"):
+        if ds.get(key) in (None, ""):
+            raise InputError(path, f"lacks {key}: cannot place this slice in patient space")
+    if int(ds.get("SamplesPerPixel", 1)) != 1:
+        raise InputError(path, f"has {ds.SamplesPerPixel} samples per pixel; expected a greyscale CT slice")
+
+
+def _floats(path: Path, ds: Dataset, key: str, n: int) -> np.ndarray:
+    try:
+        values = np.asarray([float(v) for v in ds[key].value], float)
+    except (TypeError, ValueError):
+        values = np.empty(0)
+    if values.shape != (n,) or not np.all(np.isfinite(values)):
+        raise InputError(path, f"{key} must hold {n} finite numbers, got {ds.get(key)!r}")
+    return values
+
+
+@dataclass
+class _Geometry:
+    slices: list[_Slice]  # sorted along the normal
+    shape: tuple[int, int, int]
+    affine_lps: np.ndarray
+
+
+def _geometry(folder: Path, entries: list[tuple[Path, Dataset]], modality) -> _Geometry:
+    """Sort the slices of one series along the normal and check they form a regular volume."""
+    first_path, first = entries[0]
+    for path, ds in entries:
+        _check_image(path, ds, modality)
+    iop0 = _floats(first_path, first, "ImageOrientationPatient", 6)
+    ps0 = _floats(first_path, first, "PixelSpacing", 2)
+    size0 = (int(first.Rows), int(first.Columns))
+    slices = []
+    for path, ds in entries:
+        iop = _floats(path, ds, "ImageOrientationPatient", 6)
+        if not np.allclose(iop, iop0, atol=_ORIENT_TOL):
+            raise InputError(path, f"ImageOrientationPatient {iop.tolist()} differs from {first_path.name} {iop0.tolist()}; "
+                                   "slices of one series must share one orientation")
+        ps = _floats(path, ds, "PixelSpacing", 2)
+        if not np.allclose(ps, ps0, atol=_SPACING_TOL):
+            raise InputError(path, f"PixelSpacing {ps.tolist()} differs from {first_path.name} {ps0.tolist()}")
+        if (int(ds.Rows), int(ds.Columns)) != size0:
+            raise InputError(path, f"slice size {int(ds.Rows)}x{int(ds.Columns)} differs from {first_path.name} {size0[0]}x{size0[1]}")
+        slices.append(_Slice(path, ds, _floats(path, ds, "ImagePositionPatient", 3)))
+
+    row_dir, col_dir = iop0[:3], iop0[3:]
+    if abs(np.linalg.norm(row_dir) - 1) > 1e-3 or abs(np.linalg.norm(col_dir) - 1) > 1e-3 or abs(row_dir @ col_dir) > 1e-3:
+        raise InputError(first_path, f"ImageOrientationPatient {iop0.tolist()} is not two orthogonal unit vectors")
+    row_dir, col_dir = row_dir / np.linalg.norm(row_dir), col_dir / np.linalg.norm(col_dir)
+    normal = np.cross(row_dir, col_dir)
+    slices.sort(key=lambda s: float(s.position @ normal))
+    dist = np.array([s.position @ normal for s in slices])
+
+    if len(slices) > 1:
+        steps = np.diff(dist)
+        dup = np.flatnonzero(steps < 1e-3)
+        if dup.size:
+            a, b = slices[dup[0]], slices[dup[0] + 1]
+            raise InputError(folder, f"two slices at the same position {a.position.tolist()}: {a.path.name} and {b.path.name} "
+                                     "(several acquisitions or duplicated files in one folder?)")
+        dz = float(np.median(steps))
+        gap = np.flatnonzero(steps > (1 + _SLICE_TOL) * dz)
+        if gap.size and steps[gap[0]] > 1.5 * dz:
+            a, b = slices[gap[0]], slices[gap[0] + 1]
+            n_missing = int(round(steps[gap[0]] / dz)) - 1
+            raise InputError(folder, f"missing slice: {steps[gap[0]]:.3g} mm between {a.path.name} and {b.path.name} "
+                                     f"where the series has {dz:.3g} mm spacing (about {n_missing} slice(s) absent)")
+        bad = np.flatnonzero(np.abs(steps - dz) > _SLICE_TOL * dz)
+        if bad.size:
+            a, b = slices[bad[0]], slices[bad[0] + 1]
+            raise InputError(folder, f"inconsistent slice spacing: {steps[bad[0]]:.4g} mm between {a.path.name} and "
+                                     f"{b.path.name}, {dz:.4g} mm elsewhere")
+        # the slices must stack along the normal (no gantry tilt / sheared stacks)
+        offsets = np.array([s.position - slices[0].position for s in slices])
+        residual = offsets - np.outer(offsets @ normal, normal)
+        worst = int(np.argmax(np.linalg.norm(residual, axis=1)))
+        if np.linalg.norm(residual[worst]) > max(0.01, 0.05 * min(ps0)):
+            raise InputError(slices[worst].path, "slice positions are not stacked along the slice normal (gantry tilt or "
+                                                 "sheared series); resample it to an orthogonal grid first")
+        step_vec = (slices[-1].position - slices[0].position) / (len(slices) - 1)
+    else:
+        thickness = slices[0].ds.get("SpacingBetweenSlices") or slices[0].ds.get("SliceThickness") or 1.0
+        step_vec = normal * float(thickness)
+
+    affine = np.eye(4)
+    affine[:3, 0] = row_dir * ps0[1]  # i: along a row, spacing between columns
+    affine[:3, 1] = col_dir * ps0[0]  # j: down a column, spacing between rows
+    affine[:3, 2] = step_vec
+    affine[:3, 3] = slices[0].position
+    return _Geometry(slices, (size0[1], size0[0], len(slices)), affine)
+
+
+def _collect(folder, series_uid: str | None, modality, stop_before_pixels: bool) -> tuple[Path, _Geometry]:
+    folder = Path(folder)
+    found = _read_folder(folder, stop_before_pixels)
+    entries = _select_series(folder, found, series_uid)
+    return folder, _geometry(folder, entries, modality)
+
+
+def _slice_hu(s: _Slice) -> np.ndarray:
+    try:
+        pixels = s.ds.pixel_array
+    except Exception as err:
+        raise InputError(s.path, f"cannot decode pixel data ({type(err).__name__}: {err})") from None
+    if pixels.shape != (int(s.ds.Rows), int(s.ds.Columns)):
+        raise InputError(s.path, f"pixel data of shape {pixels.shape} does not match Rows x Columns")
+    slope = float(s.ds.get("RescaleSlope", 1) or 1)
+    intercept = float(s.ds.get("RescaleIntercept", 0) or 0)
+    return pixels.astype(np.float32) * np.float32(slope) + np.float32(intercept)
+
+
+def read_series_geometry(folder: str | os.PathLike, series_uid: str | None = None,
+                         modality: str | Sequence[str] | None = "CT") -> tuple[tuple[int, int, int], np.ndarray]:
+    """``(shape, affine)`` of a DICOM series folder without decoding pixels; affine voxel -> RAS.
+
+    The shape and affine are those :func:`read_series` (and MONAI's ``ITKReader``) give.
+    """
+    _, geo = _collect(folder, series_uid, modality, stop_before_pixels=True)
+    return geo.shape, LPS_TO_RAS @ geo.affine_lps
+
+
+def read_series(folder: str | os.PathLike, series_uid: str | None = None,
+                modality: str | Sequence[str] | None = "CT") -> tuple[np.ndarray, np.ndarray, dict]:
+    """Read one DICOM series (one slice per file, any file names and order) into a volume.
+
+    Args:
+        folder: the folder holding the series' files. Files that are not DICOM are ignored.
+        series_uid: the SeriesInstanceUID to read when the folder holds several series.
+        modality: accepted Modality value(s); ``None`` accepts any single-frame image.
+
+    Returns:
+        ``(array, affine, meta)``: ``array`` float32 of shape ``(columns, rows, slices)`` in rescaled
+        units (HU for CT), ``affine`` the 4x4 voxel -> RAS matrix, ``meta`` a dict with ``files`` and
+        ``sop_instance_uids`` (in slice order ``k``), ``series_instance_uid``, ``study_instance_uid``,
+        ``frame_of_reference_uid``, ``patient_id``, ``modality``, ``series_description``, ``spacing``.
+
+    Raises:
+        InputError: naming the folder or file for an empty folder, several series, a SEG or
+            non-CT file, a missing slice, inconsistent spacing/orientation/size, or an unreadable file.
+
+    Example:
+        >>> array, affine, meta = read_series("HCC_001/study/series")  # doctest: +SKIP
+    """
+    folder, geo = _collect(folder, series_uid, modality, stop_before_pixels=False)
+    array = np.empty(geo.shape, np.float32)
+    for k, s in enumerate(geo.slices):
+        array[:, :, k] = _slice_hu(s).T
+    return array, LPS_TO_RAS @ geo.affine_lps, _series_meta(folder, geo)
+
+
+def _series_meta(folder: Path, geo: _Geometry) -> dict:
+    ds = geo.slices[0].ds
+    return {
+        "folder": str(folder),
+        "files": [str(s.path) for s in geo.slices],
+        "sop_instance_uids": [str(s.ds.SOPInstanceUID) for s in geo.slices],
+        "series_instance_uid": str(ds.get("SeriesInstanceUID", "")),
+        "study_instance_uid": str(ds.get("StudyInstanceUID", "")),
+        "frame_of_reference_uid": str(ds.get("FrameOfReferenceUID", "")),
+        "patient_id": str(ds.get("PatientID", "")),
+        "modality": str(ds.get("Modality", "")),
+        "series_description": str(ds.get("SeriesDescription", "")),
+        "spacing": np.linalg.norm(geo.affine_lps[:3, :3], axis=0),
+    }
+
+
+def _source_datasets(folder, series_uid: str | None = None) -> tuple[Path, _Geometry]:
+    """The series' datasets (pixels included, as highdicom needs them), sorted along the normal."""
+    return _collect(folder, series_uid, None, stop_before_pixels=False)
+
+
+# ----------------------------------------------------------------------------------- MONAI reader
+
+
+class _SeriesFolder:
+    def __init__(self, path: str):
+        self.path = path
+
+
+class DicomSeriesReader(ImageReader):
+    """MONAI reader for DICOM series folders with the checks of :func:`read_series`.
+
+    Use it as ``LoadImaged(keys="image", reader=DicomSeriesReader())`` (or the dotted name
+    ``"liverseg_monai.io.dicom.DicomSeriesReader"`` in a bundle config). Inputs that are not folders
+    (NIfTI files) are declined in :meth:`read`, so ``LoadImage`` falls back to its default readers
+    and one pipeline reads both. A DICOM folder with a problem raises :class:`InputError` in
+    :meth:`get_data` (``LoadImage`` does not swallow it there).
+
+    The metadata is what MONAI's readers give (``affine``, ``original_affine``, ``spatial_shape``,
+    ``space``, ``original_channel_dim``) so ``Orientationd``, ``Invertd`` and ``SaveImaged`` restore
+    the exact input geometry, plus a few DICOM identifiers.
+
+    Args:
+        series_uid: the series to read when a folder holds several.
+        modality: accepted Modality value(s), ``None`` for any.
+        channel_dim: as for MONAI readers; default: no channel.
+        dtype: the array dtype (default float32 HU).
+    """
+
+    def __init__(self, series_uid: str | None = None, modality: str | Sequence[str] | None = "CT",
+                 channel_dim: int | str | None = None, dtype=np.float32, **kwargs):
+        super().__init__()
+        self.series_uid = series_uid
+        self.modality = modality
+        self.channel_dim = float("nan") if channel_dim == "no_channel" else channel_dim
+        self.dtype = dtype
+
+    def verify_suffix(self, filename: Sequence[os.PathLike] | os.PathLike) -> bool:
+        return all(os.path.isdir(f) for f in ensure_tuple(filename))
+
+    def read(self, data: Sequence[os.PathLike] | os.PathLike, **kwargs):
+        names = ensure_tuple(data)
+        for name in names:
+            if not os.path.isdir(name):
+                raise InputError(name, "DicomSeriesReader reads DICOM series folders; this is not a folder")
+        handles = [_SeriesFolder(str(n)) for n in names]
+        return handles if len(handles) > 1 else handles[0]
+
+    def get_data(self, img) -> tuple[np.ndarray, dict]:
+        arrays, compatible = [], {}
+        for handle in ensure_tuple(img):
+            array, affine, info = read_series(handle.path, self.series_uid, self.modality)
+            header = {
+                MetaKeys.AFFINE: affine.copy(),
+                MetaKeys.ORIGINAL_AFFINE: affine.copy(),
+                MetaKeys.SPATIAL_SHAPE: np.asarray(array.shape),
+                MetaKeys.SPACE: SpaceKeys.RAS,
+                MetaKeys.ORIGINAL_CHANNEL_DIM: float("nan") if self.channel_dim is None else self.channel_dim,
+                "spacing": info["spacing"],
+                "PatientID": info["patient_id"],
+                "SeriesInstanceUID": info["series_instance_uid"],
+                "StudyInstanceUID": info["study_instance_uid"],
+                "Modality": info["modality"],
+            }
+            if compatible:
+                if not np.allclose(compatible[MetaKeys.AFFINE], affine) or tuple(compatible[MetaKeys.SPATIAL_SHAPE]) != array.shape:
+                    raise InputError(handle.path, "series stacked as channels must share one geometry")
+            else:
+                compatible = header
+            arrays.append(array.astype(self.dtype, copy=False))
+        if len(arrays) == 1:
+            return arrays[0], compatible
+        compatible[MetaKeys.ORIGINAL_CHANNEL_DIM] = 0
+        return np.stack(arrays, axis=0), compatible
+
+
+# --------------------------------------------------------------------------------- writing series
+
+
+def write_series(
+    folder: str | os.PathLike,
+    array: np.ndarray,
+    affine: np.ndarray,
+    *,
+    patient_id: str = "ANON",
+    patient_name: str | None = None,
+    patient_sex: str = "O",
+    patient_age: int | None = None,
+    study_uid: str | None = None,
+    series_uid: str | None = None,
+    frame_of_reference_uid: str | None = None,
+    series_number: int = 1,
+    series_description: str = "CT",
+    study_description: str = "CT ABDOMEN",
+    study_date: str = "20000101",
+    signed: bool = True,
+    file_names: Sequence[str] | None = None,
+    uid_entropy: str | None = None,
+) -> list[Path]:
+    """Write a HU volume as a CT Image Storage series, one file per slice (for synthetic data and tests).
+
+    Args:
+        folder: the series folder (created; must not hold other DICOM files).
+        array: HU values of shape ``(i, j, k)`` (columns, rows, slices), rounded to integers.
+        affine: voxel -> RAS affine; its first two columns must be orthogonal (any rotation, any
+            slice direction).
+        signed: store int16 values with RescaleIntercept 0 (``True``) or uint16 values with
+            RescaleIntercept -1024 (``False``), as scanners do both.
+        file_names: one name per slice ``k`` (for example shuffled), default ``IM{k:04d}.dcm``.
+        uid_entropy: when given, every UID is derived from it, so the files are reproducible.
+
+    Returns:
+        the written paths, in slice order ``k``.
+    """
+    folder = Path(folder)
+    array = np.asarray(array)
+    if array.ndim != 3:
+        raise ValueError(f"expected a 3D (i, j, k) volume, got shape {array.shape}")
+    ni, nj, nk = array.shape
+    a_lps = LPS_TO_RAS @ np.asarray(affine, float)
+    spacing = np.linalg.norm(a_lps[:3, :3], axis=0)
+    row_dir, col_dir = a_lps[:3, 0] / spacing[0], a_lps[:3, 1] / spacing[1]
+    if abs(row_dir @ col_dir) > 1e-6:
+        raise ValueError("the in-plane axes of the affine must be orthogonal")
+    normal = np.cross(row_dir, col_dir)
+    thickness = abs(float(a_lps[:3, 2] @ normal))
+
+    def uid(tag: str) -> str:
+        return generate_uid(entropy_srcs=[uid_entropy, tag]) if uid_entropy is not None else generate_uid()
+
+    study_uid = study_uid or uid("study")
+    series_uid = series_uid or uid(f"series-{series_number}")
+    frame_of_reference_uid = frame_of_reference_uid or uid("frame-of-reference")
+    names = list(file_names) if file_names is not None else [f"IM{k:04d}.dcm" for k in range(nk)]
+    if len(names) != nk or len(set(names)) != nk:
+        raise ValueError("file_names needs one distinct name per slice")
+    intercept = 0.0 if signed else -1024.0
+    stored = np.rint(np.asarray(array, np.float64) - intercept)
+    lo, hi = (-32768, 32767) if signed else (0, 65535)
+    stored = np.clip(stored, lo, hi).astype(np.int16 if signed else np.uint16)
+
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for k in range(nk):
+        sop_uid = uid(f"{series_uid}-instance-{k}")
+        meta = FileMetaDataset()
+        meta.MediaStorageSOPClassUID = CT_IMAGE_STORAGE
+        meta.MediaStorageSOPInstanceUID = sop_uid
+        meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        meta.ImplementationClassUID = pydicom.uid.PYDICOM_IMPLEMENTATION_UID
+        ds = Dataset()
+        ds.file_meta = meta
+        ds.SpecificCharacterSet = "ISO_IR 100"
+        ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
+        ds.SOPClassUID = CT_IMAGE_STORAGE
+        ds.SOPInstanceUID = sop_uid
+        ds.StudyDate = ds.SeriesDate = ds.ContentDate = study_date
+        ds.StudyTime = ds.SeriesTime = ds.ContentTime = "120000"
+        ds.AccessionNumber = ""
+        ds.Modality = "CT"
+        ds.Manufacturer = "liverseg-monai synthetic"
+        ds.ReferringPhysicianName = ""
+        ds.StudyDescription = study_description
+        ds.SeriesDescription = series_description
+        ds.PatientName = patient_name or patient_id
+        ds.PatientID = patient_id
+        ds.PatientBirthDate = ""
+        ds.PatientSex = patient_sex
+        if patient_age is not None:
+            ds.PatientAge = f"{int(patient_age):03d}Y"
+        ds.SliceThickness = f"{thickness:.6g}"
+        ds.KVP = "120"
+        ds.StudyInstanceUID = study_uid
+        ds.SeriesInstanceUID = series_uid
+        ds.StudyID = "1"
+        ds.SeriesNumber = series_number
+        ds.AcquisitionNumber = 1
+        ds.InstanceNumber = k + 1
+        position = a_lps[:3, :3] @ np.array([0.0, 0.0, k]) + a_lps[:3, 3]
+        ds.ImagePositionPatient = [f"{v:.6f}" for v in position]
+        ds.ImageOrientationPatient = [f"{v:.8f}" for v in (*row_dir, *col_dir)]
+        ds.FrameOfReferenceUID = frame_of_reference_uid
+        ds.PositionReferenceIndicator = ""
+        ds.SliceLocation = f"{float(position @ normal):.6f}"
+        ds.SamplesPerPixel = 1
+        ds.PhotometricInterpretation = "MONOCHROME2"
+        ds.Rows, ds.Columns = nj, ni
+        ds.PixelSpacing = [f"{spacing[1]:.6g}", f"{spacing[0]:.6g}"]
+        ds.BitsAllocated = 16
+        ds.BitsStored = 16
+        ds.HighBit = 15
+        ds.PixelRepresentation = 1 if signed else 0
+        ds.WindowCenter, ds.WindowWidth = "40", "400"
+        ds.RescaleIntercept = f"{intercept:g}"
+        ds.RescaleSlope = "1"
+        ds.RescaleType = "HU"
+        ds.PixelData = np.ascontiguousarray(stored[:, :, k].T).tobytes()
+        path = folder / names[k]
+        with atomic_path(path) as tmp:
+            ds.save_as(tmp, enforce_file_format=True)
+        paths.append(path)
+    return paths
+
+
+# --------------------------------------------------------------------------------------- DICOM-SEG
+
+
+def _norm_label(text: str) -> str:
+    return re.sub(r"\s+", " ", re.sub(r"[_\-]+", " ", str(text))).strip().lower()
+
+
+# groups of segment names that mean the same structure
+SEGMENT_SYNONYMS: tuple[frozenset[str], ...] = (
+    frozenset({"liver", "liver parenchyma", "whole liver"}),
+    frozenset({"mass", "tumor", "tumour", "lesion", "liver tumor", "liver tumour", "liver lesion", "hcc",
+               "neoplasm", "liver mass", "tumor mass"}),
+    frozenset({"portal vein", "portalvein", "pv", "vena portae", "hepatic portal vein"}),
+    frozenset({"abdominal aorta", "aorta", "abdominalaorta", "aorta abdominal"}),
+    frozenset({"spleen"}),
+)
+
+
+def _same_structure(wanted: str, label: str) -> bool:
+    a, b = _norm_label(wanted), _norm_label(label)
+    if a == b:
+        return True
+    return any(a in group and b in group for group in SEGMENT_SYNONYMS)

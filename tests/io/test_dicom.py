@@ -1,0 +1,179 @@
+"""DICOM series and DICOM-SEG I/O: geometry against ITK, slice order, orientations, round trips."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+from monai.transforms import LoadImage
+from pydicom.data import get_testdata_file
+from scipy.spatial.transform import Rotation
+
+from liverseg_monai.data.synth.phantom import phantom_affine
+from liverseg_monai.io.dicom import DicomSeriesReader, read_series, read_series_geometry, write_series
+
+SHAPE = (12, 10, 7)
+SPACING = (1.5, 1.2, 3.0)
+DIRECTIONS = {
+    "LPS": "LPS",  # the usual axial stack, head-first
+    "RAS": "RAS",  # in-plane axes flipped
+    "LPI": np.diag([-1.0, -1.0, -1.0]),  # slices stored from head to feet (normal opposite to k)
+    "oblique": Rotation.from_euler("z", 25, degrees=True).as_matrix() @ np.diag([-1.0, -1.0, 1.0]),
+    "double_oblique": Rotation.from_euler("xyz", [20, -15, 30], degrees=True).as_matrix(),
+}
+
+
+def physical_resample(src: np.ndarray, src_affine: np.ndarray, dst_shape, dst_affine: np.ndarray) -> np.ndarray:
+    """Values of ``src`` at the voxel centres of the ``dst`` grid (grids must coincide up to axis flips/permutations)."""
+    ijk = np.stack(np.meshgrid(*[np.arange(s) for s in dst_shape], indexing="ij"), -1).reshape(-1, 3)
+    world = ijk @ dst_affine[:3, :3].T + dst_affine[:3, 3]
+    src_ijk = (world - src_affine[:3, 3]) @ np.linalg.inv(src_affine[:3, :3]).T
+    idx = np.rint(src_ijk).astype(int)
+    assert np.allclose(src_ijk, idx, atol=1e-3), "grids do not coincide"
+    return src[idx[:, 0], idx[:, 1], idx[:, 2]].reshape(dst_shape)
+
+
+def write_random_series(folder: Path, direction, seed: int = 0, signed: bool = True, shuffle: bool = True):
+    rng = np.random.default_rng(seed)
+    affine = phantom_affine(SHAPE, SPACING, direction)
+    hu = rng.integers(-1000, 1500, SHAPE).astype(np.int16)
+    names = [f"1-{p + 1:03d}.dcm" for p in (rng.permutation(SHAPE[2]) if shuffle else range(SHAPE[2]))]
+    write_series(folder, hu, affine, signed=signed, file_names=names, uid_entropy=f"test-{seed}")
+    return hu, affine
+
+
+@pytest.mark.parametrize("name", list(DIRECTIONS))
+def test_read_series_matches_itk_and_physical_placement(tmp_path, name):
+    hu, affine = write_random_series(tmp_path / name, DIRECTIONS[name], signed=name != "RAS")
+    array, got_affine, meta = read_series(tmp_path / name)
+    assert array.dtype == np.float32 and array.shape == SHAPE
+
+    itk = LoadImage(reader="ITKReader", image_only=True)(str(tmp_path / name))
+    np.testing.assert_array_equal(itk.numpy(), array)
+    np.testing.assert_allclose(itk.affine.numpy(), got_affine, atol=1e-5)
+
+    # the voxels land where the writer put them in patient space, whatever the storage order
+    np.testing.assert_array_equal(physical_resample(hu, affine, array.shape, got_affine), array)
+    assert len(meta["sop_instance_uids"]) == SHAPE[2]
+    shape, geo_affine = read_series_geometry(tmp_path / name)
+    assert shape == SHAPE
+    np.testing.assert_allclose(geo_affine, got_affine)
+
+
+def test_slice_normal_opposite_to_storage_order_flips_k(tmp_path):
+    hu, affine = write_random_series(tmp_path / "s", DIRECTIONS["LPI"])
+    array, got_affine, _ = read_series(tmp_path / "s")
+    np.testing.assert_array_equal(array, hu[:, :, ::-1])
+    assert got_affine[2, 2] > 0  # sorted along the normal: k runs towards the head
+
+
+def test_signed_and_unsigned_storage_give_the_same_hu(tmp_path):
+    hu, _ = write_random_series(tmp_path / "s", "LPS", signed=True)
+    write_random_series(tmp_path / "u", "LPS", signed=False)
+    a, _, _ = read_series(tmp_path / "s")
+    b, _, _ = read_series(tmp_path / "u")
+    assert pydicom.dcmread(next((tmp_path / "u").iterdir())).PixelRepresentation == 0
+    np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(a, hu)
+
+
+def test_file_name_order_does_not_matter(tmp_path):
+    write_random_series(tmp_path / "shuffled", "LPS", shuffle=True)
+    write_random_series(tmp_path / "ordered", "LPS", shuffle=False)
+    a, aff_a, _ = read_series(tmp_path / "shuffled")
+    b, aff_b, _ = read_series(tmp_path / "ordered")
+    np.testing.assert_array_equal(a, b)
+    np.testing.assert_allclose(aff_a, aff_b)
+
+
+def test_non_dicom_files_are_ignored(tmp_path):
+    write_random_series(tmp_path / "s", "LPS")
+    (tmp_path / "s" / "README.txt").write_text("notes")
+    (tmp_path / "s" / "._hidden").write_bytes(b"\0\1")
+    assert read_series(tmp_path / "s")[0].shape == SHAPE
+
+
+def test_real_ct_slice_from_pydicom(tmp_path):
+    """pydicom's CT_small.dcm (a real scanner slice), copied to a 3-slice stack with shifted positions."""
+    src = Path(get_testdata_file("CT_small.dcm"))
+    folder = tmp_path / "ct"
+    folder.mkdir()
+    shutil.copy(src, folder / "single.dcm")
+    array, affine, meta = read_series(folder)
+    ds = pydicom.dcmread(src)
+    assert array.shape == (ds.Columns, ds.Rows, 1)
+    np.testing.assert_array_equal(array[:, :, 0], (ds.pixel_array * float(ds.RescaleSlope) + float(ds.RescaleIntercept)).T)
+    np.testing.assert_allclose(affine[:3, 3], np.array(ds.ImagePositionPatient, float) * [-1, -1, 1], atol=1e-5)
+    np.testing.assert_allclose(affine[2, 2], float(ds.SliceThickness))
+    assert meta["modality"] == "CT"
+
+    (folder / "single.dcm").unlink()
+    for k, z in enumerate([2, 0, 1]):  # names out of slice order
+        d = pydicom.dcmread(src)
+        d.SOPInstanceUID = pydicom.uid.generate_uid(entropy_srcs=["ct_small", str(z)])
+        pos = [float(v) for v in d.ImagePositionPatient]
+        d.ImagePositionPatient = [pos[0], pos[1], pos[2] + 5.0 * z]
+        d.InstanceNumber = z + 1
+        d.save_as(folder / f"slice{k}.dcm")
+    array, affine, _ = read_series(folder)
+    itk = LoadImage(reader="ITKReader", image_only=True)(str(folder))
+    assert array.shape == (128, 128, 3)
+    np.testing.assert_array_equal(itk.numpy(), array)
+    np.testing.assert_allclose(itk.affine.numpy(), affine, atol=1e-4)
+    np.testing.assert_allclose(affine[2, 2], 5.0, atol=1e-4)
+
+
+def test_dicom_series_reader_behaves_like_itk_reader(tmp_path):
+    write_random_series(tmp_path / "obl", DIRECTIONS["double_oblique"])
+    ours = LoadImage(reader=DicomSeriesReader(), image_only=True)(str(tmp_path / "obl"))
+    itk = LoadImage(reader="ITKReader", image_only=True)(str(tmp_path / "obl"))
+    np.testing.assert_array_equal(ours.numpy(), itk.numpy())
+    np.testing.assert_allclose(ours.affine.numpy(), itk.affine.numpy(), atol=1e-5)
+    for key in ("original_affine", "spatial_shape", "space", "original_channel_dim"):
+        assert key in ours.meta
+    assert ours.meta["filename_or_obj"] == str(tmp_path / "obl")
+
+
+def test_dicom_series_reader_declines_nifti_so_loadimage_falls_back(tmp_path):
+    import nibabel as nib
+
+    path = tmp_path / "x.nii.gz"
+    nib.save(nib.Nifti1Image(np.zeros((4, 5, 6), np.float32), np.eye(4)), path)
+    img = LoadImage(reader=DicomSeriesReader(), image_only=True)(str(path))
+    assert tuple(img.shape) == (4, 5, 6)
+
+
+def test_invert_and_save_restore_the_dicom_geometry(tmp_path):
+    """Orientationd/Spacingd then Invertd and SaveImaged give back the series' exact grid."""
+    import nibabel as nib
+    from monai.transforms import (
+        Compose,
+        EnsureChannelFirstd,
+        Invertd,
+        LoadImaged,
+        Orientationd,
+        SaveImaged,
+        Spacingd,
+    )
+
+    write_random_series(tmp_path / "obl", DIRECTIONS["oblique"])
+    pre = Compose([
+        LoadImaged("image", reader=DicomSeriesReader()),
+        EnsureChannelFirstd("image"),
+        Orientationd("image", axcodes="RAS"),
+        Spacingd("image", pixdim=(2.0, 2.0, 2.0), mode="nearest"),
+    ])
+    data = pre({"image": str(tmp_path / "obl")})
+    data["pred"] = data["image"].clone()
+    post = Compose([
+        Invertd("pred", transform=pre, orig_keys="image", nearest_interp=True),
+        SaveImaged("pred", output_dir=str(tmp_path / "out"), output_postfix="seg", separate_folder=False, resample=False),
+    ])
+    post(data)
+    saved = nib.load(tmp_path / "out" / "obl_seg.nii.gz")
+    shape, affine = read_series_geometry(tmp_path / "obl")
+    assert saved.shape[:3] == shape
+    np.testing.assert_allclose(saved.affine, affine, atol=1e-4)
