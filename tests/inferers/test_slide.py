@@ -1,0 +1,208 @@
+"""Whole-slide inference: blending geometry, strips, tissue skipping, outputs, bounded memory."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import torch
+
+from liverseg_monai.inferers.slide import (
+    TissueIndex,
+    compare_label_slides,
+    infer_slide,
+    iter_patches,
+    patch_starts,
+    run_slide_inference,
+)
+from liverseg_monai.io.slide import open_slide, write_pyramid
+
+
+def disc_slide(path, height, width, mpp=0.5, compression="zlib", tissue=True, radius=0.3):
+    """Pink textured tissue (a disc, with a dark stripe pattern) on white glass, written tile by tile."""
+    cy, cx, r = height / 2, width / 2, radius * min(height, width)
+
+    def src(y, x, h, w):
+        out = np.full((h, w, 3), 240, np.uint8)
+        near = abs(np.clip(cy, y, y + h) - cy) < r and abs(np.clip(cx, x, x + w) - cx) < r
+        if tissue and near:
+            yy, xx = np.mgrid[y : y + h, x : x + w]
+            inside = (yy - cy) ** 2 + (xx - cx) ** 2 < r**2
+            dark = ((yy // 16 + xx // 16) % 3) == 0
+            out[inside] = (220, 140, 190)
+            out[inside & dark] = (120, 60, 140)
+        return out
+
+    write_pyramid(path, src, mpp=mpp, shape=(height, width, 3), compression=compression)
+    return path
+
+
+def colour_classes(rgb: np.ndarray) -> np.ndarray:
+    """Reference per-pixel rule: 0 glass, 1 pink, 2 dark purple."""
+    rgb = rgb.astype(np.int32)
+    sat = rgb.max(-1) - rgb.min(-1)
+    return np.where(sat < 30, 0, np.where(rgb[..., 0] < 170, 2, 1)).astype(np.uint8)
+
+
+calls: list[int] = []
+
+
+def colour_predictor(batch: torch.Tensor) -> torch.Tensor:
+    """One-hot logits of :func:`colour_classes`, so any correct blending reproduces the rule."""
+    calls.append(batch.shape[0])
+    rgb = (batch.permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8)
+    cls = torch.from_numpy(colour_classes(rgb)).long()
+    return torch.nn.functional.one_hot(cls, 3).permute(0, 3, 1, 2).float() * 5
+
+
+@pytest.fixture(scope="module")
+def slide_path(tmp_path_factory):
+    return disc_slide(tmp_path_factory.mktemp("s") / "disc.tiff", 900, 1100)
+
+
+def test_patch_grid_helpers():
+    assert patch_starts(1000, 256, 256) == [0, 256, 512, 744]
+    idx = TissueIndex(np.pad(np.ones((5, 5), bool), 5), (150, 150))  # 15x15 mask, centre third tissue
+    assert idx.fraction(50, 50, 50, 50) == 1.0 and idx.fraction(0, 0, 40, 40) == 0.0
+    assert 0.2 < idx.fraction(25, 25, 50, 50) < 0.3
+
+
+@pytest.mark.parametrize(
+    "level,patch,overlap,strip", [(0, 256, 0.25, 4096), (0, 200, 0.5, 400), (1, 128, 0.0, 4096)]
+)
+def test_blended_labels_equal_pixel_rule(slide_path, tmp_path, level, patch, overlap, strip):
+    out = tmp_path / "lab.tiff"
+    res = infer_slide(
+        slide_path, colour_predictor, out, patch_size=patch, overlap=overlap, level=level,
+        tissue_threshold=0.0, strip_width=strip, progress=False,
+    )
+    with open_slide(slide_path) as s, open_slide(out) as lab:
+        H, W = s.levels[level].shape
+        assert lab.shape == (H, W) and lab.mpp == pytest.approx(0.5 * s.levels[level].downsample)
+        expect = colour_classes(s.read_region(level, 0, 0, H, W))
+        got = lab.read_region(0, 0, 0, H, W)[..., 0]
+    if level == 0:
+        np.testing.assert_array_equal(got, expect)
+    else:  # level 1 is a block mean: the rule flips only at colour edges
+        assert np.mean(got == expect) > 0.99
+    assert res.n_tissue == res.n_patches and res.n_predicted >= res.n_patches
+    assert (res.n_predicted == res.n_patches) == (strip >= 1100)
+
+
+def test_tissue_skipping_areas_and_outputs(slide_path, tmp_path):
+    calls.clear()
+    res = infer_slide(
+        slide_path, colour_predictor, tmp_path / "l.tiff", patch_size=128, overlap=0.25, batch_size=5,
+        overlay_path=tmp_path / "o.png", areas_path=tmp_path / "a.csv", class_names=["glass", "pink", "dark"],
+        progress=False,
+    )
+    assert 0 < res.n_tissue == res.n_predicted < res.n_patches
+    assert sum(calls) == res.n_predicted and max(calls) <= 5
+    with open_slide(slide_path) as s, open_slide(tmp_path / "l.tiff") as lab:
+        expect = colour_classes(s.read_region(0, 0, 0, 900, 1100))
+        got = lab.read_region(0, 0, 0, 900, 1100)[..., 0]
+    inside = expect > 0
+    assert np.mean(got[inside] == expect[inside]) > 0.99  # tissue fully predicted
+    assert (got[:60] == 0).all()  # far glass skipped -> background
+    rows = list(csv.DictReader((tmp_path / "a.csv").open()))
+    assert [r["class_name"] for r in rows] == ["glass", "pink", "dark"]
+    pixels = np.array([int(r["pixels"]) for r in rows])
+    assert pixels.sum() == 900 * 1100
+    np.testing.assert_array_equal(pixels, np.bincount(got.ravel(), minlength=3))
+    assert float(rows[1]["area_mm2"]) == pytest.approx(pixels[1] * 0.25e-6)
+    disc_mm2 = np.pi * 270**2 * 0.25e-6
+    assert float(rows[1]["area_mm2"]) + float(rows[2]["area_mm2"]) == pytest.approx(disc_mm2, rel=0.02)
+    from PIL import Image
+
+    png = np.asarray(Image.open(tmp_path / "o.png"))
+    assert png.ndim == 3 and png.shape[1] > png.shape[0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.csv", "l.tiff", "o.png"]  # no temp files left
+
+
+def test_iter_patches_skips_glass(slide_path):
+    with open_slide(slide_path) as s:
+        from liverseg_monai.io.slide import tissue_mask
+
+        mask = tissue_mask(s.thumbnail(256))
+        kept = list(iter_patches(s, 0, 128, 0.0, mask, tissue_threshold=0.5))
+        everything = list(iter_patches(s, 0, 128, 0.0, None))
+    assert len(everything) == 8 * 9 and 0 < len(kept) < len(everything)
+    for p in kept:
+        assert (p.y + 64 - 450) ** 2 + (p.x + 64 - 550) ** 2 < (270 + 91) ** 2
+
+
+def test_no_tissue_gives_empty_label_and_warning(tmp_path):
+    path = disc_slide(tmp_path / "glass.tiff", 300, 400, tissue=False)
+    calls.clear()
+    with pytest.warns(UserWarning, match="no tissue found"):
+        res = infer_slide(path, colour_predictor, tmp_path / "g.tiff", patch_size=128, progress=False, areas_path=tmp_path / "g.csv")
+    assert calls == [] and res.n_predicted == 0
+    with open_slide(tmp_path / "g.tiff") as lab:
+        assert not lab.read_region(0, 0, 0, 300, 400).any()
+
+
+def test_low_resolution_output_and_network(slide_path, tmp_path):
+    def half(batch):
+        return torch.nn.functional.avg_pool2d(colour_predictor(batch), 2)
+
+    infer_slide(slide_path, half, tmp_path / "h.tiff", patch_size=128, tissue_threshold=0.0, progress=False)
+    cm = compare_label_slides(tmp_path / "h.tiff", tmp_path / "h.tiff", 3)
+    assert cm.sum() == 900 * 1100 and np.trace(cm) == cm.sum()
+
+    net = torch.nn.Conv2d(3, 4, 1)
+    with torch.no_grad():
+        net.weight.zero_()
+        net.bias.copy_(torch.tensor([0.0, 0.0, 1.0, 0.0]))  # always class 2
+    res = run_slide_inference(net, [{"image": str(slide_path)}], tmp_path / "run", patch_size=256, batch_size=2, progress=False)
+    names = sorted(p.name for p in (tmp_path / "run").iterdir())
+    assert names == ["disc_areas.csv", "disc_label.tiff", "disc_overlay.png", "slides.json"]
+    assert json.loads((tmp_path / "run" / "slides.json").read_text())[0]["label"].endswith("disc_label.tiff")
+    assert res[0]["predicted_patches"] > 0
+    with open_slide(tmp_path / "run" / "disc_label.tiff") as lab:
+        got = lab.read_region(0, 0, 0, 900, 1100)[..., 0]
+    assert set(np.unique(got)) == {0, 2} and got[450, 550] == 2
+
+
+MEMORY_SCRIPT = textwrap.dedent(
+    """
+    import sys, numpy as np, torch
+    from liverseg_monai.inferers.slide import infer_slide
+    def status(key):
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) * 1024 for line in f if line.startswith(key))
+    def predict(batch):
+        sat = batch.max(1).values - batch.min(1).values
+        return torch.stack([0.2 - sat, sat - 0.2], 1)
+    predict(torch.zeros(8, 3, 256, 256))
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")  # reset the peak resident set size (VmHWM) to the current one
+    before = status("VmRSS:")
+    infer_slide(sys.argv[1], predict, sys.argv[2], patch_size=256, overlap=0.25, batch_size=8, progress=False)
+    print(status("VmHWM:") - before)
+    """
+)
+
+
+@pytest.mark.timeout(300)
+def test_memory_is_bounded_by_bands_not_slide_size(tmp_path):
+    """8192^2 vs 2048^2 (16x the pixels): peak RSS growth differs by far less than one full-size map."""
+    growth = {}
+    for size in (2048, 8192):
+        slide = disc_slide(tmp_path / f"s{size}.tiff", size, size, compression="jpeg", radius=600 / size)
+        run = subprocess.run(
+            [sys.executable, "-c", MEMORY_SCRIPT, str(slide), str(tmp_path / f"l{size}.tiff")],
+            capture_output=True, text=True, timeout=280,
+        )
+        assert run.returncode == 0, run.stderr[-2000:]
+        growth[size] = int(run.stdout.strip().splitlines()[-1])
+    full_probabilities = 8192 * 8192 * 2 * 4  # what holding the C-channel map would cost (512 MiB)
+    assert growth[8192] - growth[2048] < 64 * 2**20, growth
+    assert growth[8192] < full_probabilities / 4, growth
+    with open_slide(tmp_path / "l8192.tiff") as lab:
+        assert lab.shape == (8192, 8192) and lab.read_region(2, 1024, 1024, 1, 1)[0, 0, 0] == 1
+        assert lab.read_region(2, 100, 100, 1, 1)[0, 0, 0] == 0
