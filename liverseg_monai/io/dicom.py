@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Sequence
+import warnings
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -506,3 +507,325 @@ def _same_structure(wanted: str, label: str) -> bool:
     if a == b:
         return True
     return any(a in group and b in group for group in SEGMENT_SYNONYMS)
+
+
+def _segment_codes(name: str):
+    """(category, type) codes of a segment name, SNOMED CT as TCIA's HCC-TACE-Seg uses them."""
+    from pydicom.sr.codedict import codes
+
+    table = {
+        "liver": (codes.SCT.Organ, codes.SCT.Liver),
+        "mass": (codes.SCT.MorphologicallyAbnormalStructure, codes.SCT.Mass),
+        "portal vein": (codes.SCT.AnatomicalStructure, codes.SCT.PortalVein),
+        "abdominal aorta": (codes.SCT.AnatomicalStructure, codes.SCT.AbdominalAorta),
+        "spleen": (codes.SCT.Organ, codes.SCT.Spleen),
+    }
+    for key, value in table.items():
+        if _same_structure(key, name):
+            return value
+    return codes.SCT.Tissue, codes.SCT.Tissue
+
+
+def write_seg_masks(
+    masks: Mapping[str, np.ndarray],
+    series_folder: str | os.PathLike,
+    out_path: str | os.PathLike,
+    *,
+    series_uid: str | None = None,
+    algorithm_name: str = "liverseg-monai",
+    algorithm_version: str = "0.1.0",
+    manual: bool = False,
+    seg_series_number: int = 300,
+    series_description: str = "Segmentation",
+    content_label: str = "SEGMENTATION",
+    uid_entropy: str | None = None,
+    content_date: str | None = None,
+) -> Path:
+    """Write possibly overlapping binary masks as one DICOM-SEG referencing the series in ``series_folder``.
+
+    Args:
+        masks: segment label -> boolean mask on the series' voxel grid ``(i, j, k)`` (as
+            :func:`read_series` returns it). Segment numbers follow the mapping's order (1, 2, ...).
+        series_folder: the source CT series.
+        out_path: the ``.dcm`` file to write (atomically).
+        algorithm_name, algorithm_version: the algorithm identification (ignored when ``manual``).
+        manual: mark segments as MANUAL (reference annotations) instead of AUTOMATIC.
+        uid_entropy: derive the SEG's UIDs from this string so outputs are reproducible.
+        content_date: ``YYYYMMDD`` for ContentDate/SeriesDate (default: today).
+
+    Returns:
+        ``out_path``.
+    """
+    import highdicom as hd
+    from pydicom.sr.codedict import codes
+
+    folder, geo = _collect(series_folder, series_uid, None, stop_before_pixels=True)
+    if not masks:
+        raise ValueError("write_seg needs at least one segment")
+    stack = []
+    for name, mask in masks.items():
+        mask = np.asarray(mask)
+        if mask.ndim == 4 and mask.shape[0] == 1:
+            mask = mask[0]
+        if mask.shape != geo.shape:
+            raise ValueError(f"segment '{name}' has shape {mask.shape}, the series in {folder} has {geo.shape}")
+        stack.append(mask.astype(bool).transpose(2, 1, 0))  # (k, rows, columns)
+    pixels = np.stack(stack, axis=-1)
+
+    algorithm = None
+    if not manual:
+        algorithm = hd.AlgorithmIdentificationSequence(
+            name=algorithm_name, version=algorithm_version, family=codes.DCM.ArtificialIntelligence
+        )
+    descriptions = []
+    for number, name in enumerate(masks, start=1):
+        category, prop = _segment_codes(name)
+        descriptions.append(hd.seg.SegmentDescription(
+            segment_number=number,
+            segment_label=str(name),
+            segmented_property_category=category,
+            segmented_property_type=prop,
+            algorithm_type=hd.seg.SegmentAlgorithmTypeValues.MANUAL if manual else hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
+            algorithm_identification=algorithm,
+        ))
+
+    def uid(tag: str) -> str:
+        return generate_uid(entropy_srcs=[uid_entropy, tag]) if uid_entropy is not None else generate_uid()
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        seg = hd.seg.Segmentation(
+            source_images=[s.ds for s in geo.slices],
+            pixel_array=pixels,
+            segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+            segment_descriptions=descriptions,
+            series_instance_uid=uid("seg-series"),
+            series_number=seg_series_number,
+            sop_instance_uid=uid("seg-instance"),
+            instance_number=1,
+            manufacturer="liverseg-monai",
+            manufacturer_model_name=algorithm_name,
+            software_versions=algorithm_version,
+            device_serial_number="0",
+            content_label=content_label,
+            content_description=series_description[:64],
+            omit_empty_frames=bool(pixels.any()),
+        )
+    seg.SeriesDescription = series_description
+    if content_date is not None:
+        seg.ContentDate = seg.SeriesDate = content_date
+        seg.ContentTime = seg.SeriesTime = "120000"
+    out_path = Path(out_path)
+    with atomic_path(out_path) as tmp:
+        seg.save_as(tmp)
+    return out_path
+
+
+def write_seg(
+    label_map: np.ndarray,
+    series_folder: str | os.PathLike,
+    out_path: str | os.PathLike,
+    segment_names: Mapping[int, str],
+    **options,
+) -> Path:
+    """Write a label map on a series' voxel grid as a binary DICOM-SEG that references the series.
+
+    Args:
+        label_map: integer labels of shape ``(i, j, k)`` (or ``(1, i, j, k)``) on the grid of
+            :func:`read_series` for ``series_folder``.
+        series_folder: the source CT series.
+        out_path: the ``.dcm`` file to write (atomically).
+        segment_names: label value -> segment label, for example ``{1: "Liver", 2: "Mass"}``; every
+            non-zero value in ``label_map`` must be named. Segments are numbered in this order.
+        options: see :func:`write_seg_masks` (algorithm name/version, ``manual``, ``uid_entropy``).
+
+    ``read_seg(out_path, series_folder, {name: value for value, name in segment_names.items()})``
+    gives back ``label_map`` exactly.
+    """
+    label_map = np.asarray(label_map)
+    if label_map.ndim == 4 and label_map.shape[0] == 1:
+        label_map = label_map[0]
+    unnamed = sorted(set(np.unique(label_map).tolist()) - {0} - set(int(v) for v in segment_names))
+    if unnamed:
+        raise ValueError(f"label values {unnamed} have no entry in segment_names")
+    masks = {name: label_map == value for value, name in segment_names.items()}
+    return write_seg_masks(masks, series_folder, out_path, **options)
+
+
+def _seq_first(ds: Dataset, *keys: str):
+    """``ds.A[0].B[0]...`` or ``None``."""
+    item = ds
+    for key in keys:
+        seq = item.get(key)
+        if not seq:
+            return None
+        item = seq[0]
+    return item
+
+
+def _frame_attr(ds: Dataset, frame: Dataset | None, seq: str):
+    """A functional group item from the per-frame item, falling back to the shared groups."""
+    if frame is not None and frame.get(seq):
+        return frame.get(seq)[0]
+    shared = _seq_first(ds, "SharedFunctionalGroupsSequence")
+    if shared is not None and shared.get(seq):
+        return shared.get(seq)[0]
+    return None
+
+
+def read_seg(
+    seg_path: str | os.PathLike,
+    series_folder: str | os.PathLike,
+    segment_labels: Mapping[str, int],
+    optional: Sequence[str] = (),
+    series_uid: str | None = None,
+) -> np.ndarray:
+    """A label map on the series' voxel grid from a DICOM-SEG, matching segments by their label text.
+
+    Args:
+        seg_path: the DICOM-SEG file (binary or fractional; fractional values >= 50 % count).
+        series_folder: the CT series the SEG was drawn on (the folder :func:`read_series` reads).
+        segment_labels: wanted segment label -> output value, for example
+            ``{"Liver": 1, "Portal vein": 3, "Abdominal aorta": 4, "Mass": 2}``. Matching is
+            case-insensitive and knows common synonyms (``Mass``/``Tumor``/``Lesion``, ``Aorta``/
+            ``Abdominal aorta``); several matching segments are merged. Later entries paint over
+            earlier ones where segments overlap (list the tumour last to keep it whole).
+        optional: wanted labels that may be absent (they are then simply not painted).
+        series_uid: the series to use when ``series_folder`` holds several (default: the one the SEG references).
+
+    Returns:
+        a uint8 (uint16 for values > 255) array of the series' shape ``(i, j, k)``.
+
+    Raises:
+        InputError: naming the SEG when it is not a SEG, references another series, lacks a wanted
+            segment, or its frames do not lie on the series' slices.
+    """
+    seg_path = Path(seg_path)
+    if not seg_path.is_file():
+        raise InputError(seg_path, "DICOM-SEG file does not exist")
+    try:
+        seg = pydicom.dcmread(seg_path)
+    except Exception as err:
+        raise InputError(seg_path, f"unreadable DICOM file ({type(err).__name__}: {err})") from None
+    if str(seg.get("SOPClassUID", "")) != SEGMENTATION_STORAGE:
+        raise InputError(seg_path, f"is not a DICOM-SEG (SOP class {seg.get('SOPClassUID', '<missing>')}, modality "
+                                   f"{seg.get('Modality', '<missing>')})")
+
+    referenced: dict[str, set[str]] = {}
+    for item in seg.get("ReferencedSeriesSequence", []):
+        referenced[str(item.SeriesInstanceUID)] = {str(r.ReferencedSOPInstanceUID) for r in item.get("ReferencedInstanceSequence", [])}
+
+    folder = Path(series_folder)
+    found = _read_folder(folder, stop_before_pixels=True)
+    if series_uid is None:
+        in_folder = {str(ds.get("SeriesInstanceUID", "")) for _, ds in found}
+        hits = sorted(in_folder & set(referenced))
+        if len(in_folder) > 1 and len(hits) == 1:
+            series_uid = hits[0]
+    geo = _geometry(folder, _select_series(folder, found, series_uid), None)
+    info = _series_meta(folder, geo)
+    uid = info["series_instance_uid"]
+    if referenced and uid not in referenced:
+        raise InputError(seg_path, f"references series {', '.join(sorted(referenced))}, not series {uid} in {folder}")
+    sop_to_k = {u: k for k, u in enumerate(info["sop_instance_uids"])}
+    if referenced.get(uid) and not (referenced[uid] & set(sop_to_k)):
+        raise InputError(seg_path, f"references series {uid} but none of the instances in {folder}")
+    seg_for = str(seg.get("FrameOfReferenceUID", ""))
+    if not referenced and seg_for and info["frame_of_reference_uid"] and seg_for != info["frame_of_reference_uid"]:
+        raise InputError(seg_path, f"frame of reference {seg_for} differs from the series in {folder}")
+
+    # segments by label text
+    available = {}
+    for item in seg.get("SegmentSequence", []):
+        names = [str(item.get("SegmentLabel", ""))]
+        code = _seq_first(item, "SegmentedPropertyTypeCodeSequence")
+        if code is not None:
+            names.append(str(code.get("CodeMeaning", "")))
+        available[int(item.SegmentNumber)] = names
+    wanted: dict[str, list[int]] = {}
+    for name in segment_labels:
+        numbers = [n for n, names in available.items() if _same_structure(name, names[0])]
+        if not numbers:  # fall back to the coded property type
+            numbers = [n for n, names in available.items() if any(_same_structure(name, x) for x in names[1:])]
+        if not numbers and name not in optional:
+            shown = ", ".join(f"{n}: {names[0]!r}" for n, names in available.items())
+            raise InputError(seg_path, f"has no segment labelled {name!r} (segments: {shown})")
+        wanted[name] = numbers
+
+    # frames -> (segment, slice)
+    try:
+        frames = seg.pixel_array
+    except Exception as err:
+        raise InputError(seg_path, f"cannot decode the segmentation frames ({type(err).__name__}: {err})") from None
+    n_frames = int(seg.get("NumberOfFrames", 1) or 1)
+    frames = frames.reshape(n_frames, int(seg.Rows), int(seg.Columns))
+    if str(seg.get("SegmentationType", "BINARY")).upper() == "FRACTIONAL":
+        frames = frames >= 0.5 * float(seg.get("MaximumFractionalValue", 255))
+    else:
+        frames = frames > 0
+    ni, nj, nk = geo.shape
+    if (int(seg.Rows), int(seg.Columns)) != (nj, ni):
+        raise InputError(seg_path, f"frames are {seg.Rows}x{seg.Columns}, the series in {folder} has {nj}x{ni} slices")
+
+    a = geo.affine_lps
+    normal = np.cross(a[:3, 0], a[:3, 1])
+    normal /= np.linalg.norm(normal)
+    inv = np.linalg.inv(a[:3, :3])
+    iop0 = np.concatenate([a[:3, 0] / np.linalg.norm(a[:3, 0]), a[:3, 1] / np.linalg.norm(a[:3, 1])])
+    per_frame = seg.get("PerFrameFunctionalGroupsSequence", [None] * n_frames)
+    masks: dict[int, np.ndarray] = {}
+    for f in range(n_frames):
+        item = per_frame[f] if f < len(per_frame) else None
+        ident = _frame_attr(seg, item, "SegmentIdentificationSequence")
+        if ident is None:
+            raise InputError(seg_path, f"frame {f + 1} does not say which segment it belongs to")
+        number = int(ident.ReferencedSegmentNumber)
+        if not any(number in nums for nums in wanted.values()):
+            continue
+        k = None
+        deriv = _frame_attr(seg, item, "DerivationImageSequence")
+        if deriv is not None:
+            for src in deriv.get("SourceImageSequence", []):
+                k = sop_to_k.get(str(src.get("ReferencedSOPInstanceUID", "")), k)
+        if k is None:
+            pos_item = _frame_attr(seg, item, "PlanePositionSequence")
+            orient_item = _frame_attr(seg, item, "PlaneOrientationSequence")
+            if pos_item is None:
+                raise InputError(seg_path, f"frame {f + 1} has neither a source image nor a position in {folder}")
+            if orient_item is not None:
+                iop = np.asarray([float(v) for v in orient_item.ImageOrientationPatient])
+                if not np.allclose(iop, iop0, atol=1e-3):
+                    raise InputError(seg_path, f"frame {f + 1} orientation {iop.tolist()} differs from the series in {folder}")
+            ijk = inv @ (np.asarray([float(v) for v in pos_item.ImagePositionPatient]) - a[:3, 3])
+            kk = int(round(ijk[2]))
+            if np.abs(ijk[:2]).max() > 0.05 or abs(ijk[2] - kk) > 0.05 or not 0 <= kk < nk:
+                raise InputError(seg_path, f"frame {f + 1} at {pos_item.ImagePositionPatient} does not lie on a slice of the series in {folder}")
+            k = kk
+        mask = masks.setdefault(number, np.zeros(geo.shape, bool))
+        mask[:, :, k] |= frames[f].T
+
+    dtype = np.uint8 if max(segment_labels.values(), default=0) <= 255 else np.uint16
+    label = np.zeros(geo.shape, dtype)
+    for name, value in segment_labels.items():
+        for number in wanted[name]:
+            if number in masks:
+                label[masks[number]] = value
+    return label
+
+
+def segment_labels(seg_path: str | os.PathLike) -> dict[int, str]:
+    """Segment number -> label of a DICOM-SEG (a quick look before :func:`read_seg`)."""
+    try:
+        seg = pydicom.dcmread(seg_path, stop_before_pixels=True)
+    except Exception as err:
+        raise InputError(seg_path, f"unreadable DICOM file ({type(err).__name__}: {err})") from None
+    return {int(s.SegmentNumber): str(s.get("SegmentLabel", "")) for s in seg.get("SegmentSequence", [])}
+
+
+def referenced_series_uids(seg_path: str | os.PathLike) -> list[str]:
+    """The SeriesInstanceUIDs a DICOM-SEG references (``ReferencedSeriesSequence``)."""
+    try:
+        seg = pydicom.dcmread(seg_path, stop_before_pixels=True)
+    except Exception as err:
+        raise InputError(seg_path, f"unreadable DICOM file ({type(err).__name__}: {err})") from None
+    return [str(item.SeriesInstanceUID) for item in seg.get("ReferencedSeriesSequence", [])]
