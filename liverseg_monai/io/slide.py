@@ -357,6 +357,12 @@ class TiffSlide(Slide):
 
     def _level_pages(self, series) -> list:
         main = series[0]
+        extra = {ax: n for ax, n in zip(main.axes, main.shape) if ax not in "YXS" and n > 1}
+        if extra:
+            dims = ", ".join(f"{ax}={n}" for ax, n in extra.items())
+            raise InputError(
+                self.path, f"is an image stack ({main.axes} {main.shape}: {dims}), not a 2D RGB or label slide"
+            )
         pages = []
         for lev in main.levels:
             page = lev.keyframe
