@@ -13,6 +13,7 @@ from pydicom.data import get_testdata_file
 from scipy.spatial.transform import Rotation
 
 from liverseg_monai.data.synth.phantom import phantom_affine
+from liverseg_monai.errors import InputError
 from liverseg_monai.io.dicom import DicomSeriesReader, read_series, read_series_geometry, write_series
 
 SHAPE = (12, 10, 7)
@@ -177,3 +178,117 @@ def test_invert_and_save_restore_the_dicom_geometry(tmp_path):
     shape, affine = read_series_geometry(tmp_path / "obl")
     assert saved.shape[:3] == shape
     np.testing.assert_allclose(saved.affine, affine, atol=1e-4)
+
+
+# ------------------------------------------------------------------------------------- DICOM-SEG
+
+
+def seg_case(tmp_path: Path, direction=DIRECTIONS["LPI"], seed: int = 3):
+    hu, affine = write_random_series(tmp_path / "ct", direction, seed=seed)
+    rng = np.random.default_rng(seed)
+    label = np.zeros(SHAPE, np.uint8)
+    label[2:9, 2:8, 1:6] = 1
+    label[4:7, 3:6, 2:5] = 2
+    label[0:2, 0:3, 0:2] = 4
+    label[rng.random(SHAPE) < 0.05] = 3
+    label[:, :, 6] = 0  # an empty slice
+    return label
+
+
+@pytest.mark.parametrize("direction", ["LPI", "double_oblique"])
+def test_write_seg_read_seg_identity(tmp_path, direction):
+    from liverseg_monai.io.dicom import read_seg, segment_labels, write_seg
+
+    label = seg_case(tmp_path, DIRECTIONS[direction])
+    names = {2: "Mass", 4: "Abdominal aorta", 1: "Liver", 3: "Portal vein"}  # segment order != label order
+    out = write_seg(label, tmp_path / "ct", tmp_path / "seg" / "seg.dcm", names, uid_entropy="t")
+    assert segment_labels(out) == {1: "Mass", 2: "Abdominal aorta", 3: "Liver", 4: "Portal vein"}
+    back = read_seg(out, tmp_path / "ct", {name: value for value, name in names.items()})
+    np.testing.assert_array_equal(back, label)
+    assert not [p for p in (tmp_path / "seg").iterdir() if p.name != "seg.dcm"]  # no temporary files left
+
+    seg = pydicom.dcmread(out)
+    assert seg.Modality == "SEG" and seg.SegmentationType == "BINARY"
+    assert seg.SegmentSequence[0].SegmentAlgorithmType == "AUTOMATIC"
+    assert seg.SegmentSequence[0].SegmentAlgorithmName == "liverseg-monai"
+    _, _, meta = read_series(tmp_path / "ct")
+    assert seg.ReferencedSeriesSequence[0].SeriesInstanceUID == meta["series_instance_uid"]
+
+
+def test_read_seg_agrees_with_highdicom(tmp_path):
+    """An independent reading of the same SEG (highdicom, by source instance) gives the same masks."""
+    import highdicom as hd
+
+    from liverseg_monai.io.dicom import read_seg, write_seg
+
+    label = seg_case(tmp_path, DIRECTIONS["oblique"])
+    out = write_seg(label, tmp_path / "ct", tmp_path / "seg.dcm", {3: "Portal vein", 1: "Liver", 2: "Mass", 4: "Aorta"})
+    _, _, meta = read_series(tmp_path / "ct")
+    seg = hd.seg.segread(out)
+    ours = read_seg(out, tmp_path / "ct", {"Liver": 1})
+    theirs = seg.get_pixels_by_source_instance(meta["sop_instance_uids"], segment_numbers=[2], ignore_spatial_locations=True)
+    np.testing.assert_array_equal(theirs[..., 0].transpose(2, 1, 0) > 0, ours == 1)
+
+
+def test_read_seg_matches_by_label_not_position(tmp_path):
+    from liverseg_monai.io.dicom import read_seg, write_seg_masks
+
+    label = seg_case(tmp_path)
+    masks = {"LIVER": label == 1, "Tumor": label == 2}
+    out = write_seg_masks(masks, tmp_path / "ct", tmp_path / "seg.dcm", manual=True)
+    got = read_seg(out, tmp_path / "ct", {"liver": 1, "Mass": 2, "Portal vein": 3}, optional=("Portal vein",))
+    np.testing.assert_array_equal(got, np.where(label <= 2, label, 0))
+    with pytest.raises(InputError, match="no segment labelled 'Portal vein'") as err:
+        read_seg(out, tmp_path / "ct", {"Liver": 1, "Portal vein": 3})
+    assert "seg.dcm" in str(err.value) and "'Tumor'" in str(err.value)
+
+
+def test_overlapping_segments_paint_in_the_given_order(tmp_path):
+    from liverseg_monai.io.dicom import read_seg, write_seg_masks
+
+    label = seg_case(tmp_path)
+    liver = label > 0  # a whole-liver segment that contains the mass
+    out = write_seg_masks({"Mass": label == 2, "Liver": liver}, tmp_path / "ct", tmp_path / "seg.dcm")
+    got = read_seg(out, tmp_path / "ct", {"Liver": 1, "Mass": 2})
+    assert (got == 2).sum() == (label == 2).sum() and (got > 0).sum() == liver.sum()
+
+
+def _series_for_pydicom_liver_seg(folder: Path) -> Path:
+    """A 3-slice CT series with the UIDs and geometry that pydicom's liver_1frame.dcm (a real SEG) references."""
+    seg = pydicom.dcmread(get_testdata_file("liver_1frame.dcm"))
+    ref = seg.ReferencedSeriesSequence[0]
+    frame = seg.PerFrameFunctionalGroupsSequence[0]
+    z0 = float(frame.PlanePositionSequence[0].ImagePositionPatient[2])
+    spacing = float(seg.SharedFunctionalGroupsSequence[0].PixelMeasuresSequence[0].PixelSpacing[0])
+    x0, y0 = (float(v) for v in frame.PlanePositionSequence[0].ImagePositionPatient[:2])
+    affine = np.diag([-spacing, -spacing, 1.0, 1.0])
+    affine[:3, 3] = [-x0, -y0, z0 - 2.0]
+    write_series(folder, np.zeros((512, 512, 3), np.int16), affine, series_uid=str(ref.SeriesInstanceUID),
+                 frame_of_reference_uid=str(seg.FrameOfReferenceUID), uid_entropy="liver")
+    # give the slices the referenced SOP instance UIDs, in position order (…431 lowest, …433 at the frame)
+    uids = sorted(str(r.ReferencedSOPInstanceUID) for r in ref.ReferencedInstanceSequence)
+    for path in folder.iterdir():
+        ds = pydicom.dcmread(path)
+        k = int(round(float(ds.ImagePositionPatient[2]) - (z0 - 2.0)))
+        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = uids[k]
+        ds.save_as(path)
+    return folder
+
+
+def test_read_seg_on_a_real_seg_file(tmp_path):
+    """pydicom's liver_1frame.dcm, written by another tool, lands on the slice and pixels it references."""
+    from liverseg_monai.io.dicom import read_seg
+
+    src = Path(get_testdata_file("liver_1frame.dcm"))
+    folder = _series_for_pydicom_liver_seg(tmp_path / "ct")
+    seg = pydicom.dcmread(src)
+    got = read_seg(src, folder, {"liver": 1})
+    assert got.shape == (512, 512, 3)
+    assert got[:, :, 2].sum() == seg.pixel_array.sum() and got[:, :, :2].sum() == 0
+    np.testing.assert_array_equal(got[:, :, 2], seg.pixel_array.T)
+
+    # without source-image references the frame is placed by its position
+    for item in seg.PerFrameFunctionalGroupsSequence:
+        del item.DerivationImageSequence
+    seg.save_as(tmp_path / "no_refs.dcm")
+    np.testing.assert_array_equal(read_seg(tmp_path / "no_refs.dcm", folder, {"Liver": 1}), got)

@@ -114,3 +114,35 @@ def test_dicom_series_reader_raises_input_error_through_loadimage(tmp_path):
     paths[1].unlink()
     with pytest.raises(InputError, match="missing slice"):
         LoadImage(reader=DicomSeriesReader(), image_only=True)(str(tmp_path / "s"))
+
+
+def test_seg_given_as_image(tmp_path):
+    (tmp_path / "seg").mkdir()
+    shutil.copy(get_testdata_file("liver_1frame.dcm"), tmp_path / "seg" / "1-1.dcm")
+    with pytest.raises(InputError, match="is a DICOM-SEG") as err:
+        read_series(tmp_path / "seg")
+    assert "1-1.dcm" in str(err.value)
+
+
+def test_seg_of_another_series(tmp_path):
+    from liverseg_monai.io.dicom import read_seg, write_seg
+
+    series(tmp_path / "a", seed=0)
+    series(tmp_path / "b", seed=1)
+    seg = write_seg(np.ones(SHAPE, np.uint8), tmp_path / "a", tmp_path / "a_seg.dcm", {1: "Liver"})
+    with pytest.raises(InputError, match="references series") as err:
+        read_seg(seg, tmp_path / "b", {"Liver": 1})
+    assert "a_seg.dcm" in str(err.value)
+    # a real SEG (pydicom's test file) against our series
+    with pytest.raises(InputError, match="references series"):
+        read_seg(get_testdata_file("liver_1frame.dcm"), tmp_path / "b", {"Liver": 1})
+
+
+def test_seg_path_that_is_not_a_seg(tmp_path):
+    from liverseg_monai.io.dicom import read_seg
+
+    paths = series(tmp_path / "a")
+    with pytest.raises(InputError, match="is not a DICOM-SEG"):
+        read_seg(paths[0], tmp_path / "a", {"Liver": 1})
+    with pytest.raises(InputError, match="does not exist"):
+        read_seg(tmp_path / "missing.dcm", tmp_path / "a", {"Liver": 1})
