@@ -281,7 +281,9 @@ def _save_overlay(path: Path, thumbnail: np.ndarray, labels: DiskArray) -> None:
 
     lab = _label_thumbnail(labels, thumbnail.shape[:2])
     over = blend_labels(thumbnail[..., :3], lab, alpha=0.45)
-    panel = np.concatenate([thumbnail[..., :3].astype(np.float32) / 255.0, np.ones((thumbnail.shape[0], 4, 3)), over], axis=1)
+    panel = np.concatenate(
+        [thumbnail[..., :3].astype(np.float32) / 255.0, np.ones((thumbnail.shape[0], 4, 3)), over], axis=1
+    )
     with atomic_path(path) as tmp:
         Image.fromarray(np.round(np.clip(panel, 0, 1) * 255).astype(np.uint8)).save(tmp, format="PNG")
 
@@ -289,7 +291,18 @@ def _save_overlay(path: Path, thumbnail: np.ndarray, labels: DiskArray) -> None:
 def slide_stem(path: str | os.PathLike) -> str:
     """File name without slide suffixes: ``a/b/case1.ome.tiff`` -> ``case1``."""
     name = Path(path).name
-    for suffix in (".ome.tiff", ".ome.tif", ".tiff", ".tif", ".svs", ".ndpi", ".scn", ".mrxs", ".bif", ".vms"):
+    for suffix in (
+        ".ome.tiff",
+        ".ome.tif",
+        ".tiff",
+        ".tif",
+        ".svs",
+        ".ndpi",
+        ".scn",
+        ".mrxs",
+        ".bif",
+        ".vms",
+    ):
         if name.lower().endswith(suffix):
             return name[: -len(suffix)]
     return Path(name).stem
@@ -355,7 +368,9 @@ def infer_slide(
         if isinstance(predict_fn, torch.nn.Module):
             predict_fn = as_predictor(predict_fn, device)
         if not 0 <= level < len(slide.levels):
-            raise ValueError(f"{slide.path}: level {level} does not exist (slide has {len(slide.levels)} levels)")
+            raise ValueError(
+                f"{slide.path}: level {level} does not exist (slide has {len(slide.levels)} levels)"
+            )
         H, W = slide.levels[level].shape
         level_mpp = slide.level_mpp(level)
         P = int(patch_size)
@@ -365,7 +380,9 @@ def infer_slide(
         stride = max(1, int(round(P * (1 - overlap))))
         strips = [(x0, min(x0 + strip_width, W)) for x0 in range(0, W, max(strip_width, stride))]
         n_total = len(patch_starts(H, P, stride)) * len(patch_starts(W, P, stride))
-        todo = [list(iter_patches(slide, level, P, overlap, mask, tissue_threshold, columns=s)) for s in strips]
+        todo = [
+            list(iter_patches(slide, level, P, overlap, mask, tissue_threshold, columns=s)) for s in strips
+        ]
         n_run = sum(len(t) for t in todo)  # patches across strip borders count once per strip
         n_tissue = len({(p.y, p.x) for t in todo for p in t})
         if n_run == 0:
@@ -382,12 +399,27 @@ def infer_slide(
                 bar = tqdm(total=n_run, desc=f"slide {slide.path.name}", disable=not progress, leave=False)
                 for (sx0, sx1), patches in zip(strips, todo):
                     counts = _infer_strip(
-                        slide, predict_fn, patches, level, P, weight, (H, W), (sx0, sx1), batch_size,
-                        activation, background_class, labels, counts, state, bar,
+                        slide,
+                        predict_fn,
+                        patches,
+                        level,
+                        P,
+                        weight,
+                        (H, W),
+                        (sx0, sx1),
+                        batch_size,
+                        activation,
+                        background_class,
+                        labels,
+                        counts,
+                        state,
+                        bar,
                     )
                 bar.close()
                 labels.flush()
-                n_classes = max(len(class_names) if class_names else 0, state["C"] or 0, len(counts), background_class + 1)
+                n_classes = max(
+                    len(class_names) if class_names else 0, state["C"] or 0, len(counts), background_class + 1
+                )
                 counts = np.pad(counts, (0, n_classes - len(counts)))
                 names = list(class_names) if class_names else [f"class_{c}" for c in range(n_classes)]
                 SlideLabelWriter(out_path, (H, W), level_mpp, class_names=names).write(labels)
@@ -418,7 +450,21 @@ def infer_slide(
 
 
 def _infer_strip(
-    slide, predict_fn, patches, level, P, weight, shape, strip, batch_size, activation, background, labels, counts, state, bar
+    slide,
+    predict_fn,
+    patches,
+    level,
+    P,
+    weight,
+    shape,
+    strip,
+    batch_size,
+    activation,
+    background,
+    labels,
+    counts,
+    state,
+    bar,
 ) -> np.ndarray:
     """Predict one vertical strip row band by row band; finalised rows go to ``labels``."""
     H, W = shape
@@ -477,7 +523,9 @@ def _infer_strip(
             out = predict_fn(tensor)
             out = torch.as_tensor(out).float()
             if out.ndim != 4 or out.shape[0] != len(chunk):
-                raise ValueError(f"predict_fn must return [B, C, H, W] for B={len(chunk)}, got {tuple(out.shape)}")
+                raise ValueError(
+                    f"predict_fn must return [B, C, H, W] for B={len(chunk)}, got {tuple(out.shape)}"
+                )
             if out.shape[-2:] != (P, P):
                 out = torch.nn.functional.interpolate(out, size=(P, P), mode="bilinear", align_corners=False)
             if activation == "softmax":
@@ -491,7 +539,9 @@ def _infer_strip(
                 state["C"] = out.shape[1]
                 acc = np.zeros((out.shape[1], P, bw), np.float32)
             elif out.shape[1] != acc.shape[0]:
-                raise ValueError(f"predict_fn changed its number of classes from {acc.shape[0]} to {out.shape[1]}")
+                raise ValueError(
+                    f"predict_fn changed its number of classes from {acc.shape[0]} to {out.shape[1]}"
+                )
             for p, o in zip(chunk, out):
                 h, w = min(P, H - p.y), min(P, W - p.x)
                 ry, rx = p.y - band_y0, p.x - bx0
@@ -600,7 +650,9 @@ def compare_label_slides(
         match = [lv.index for lv in r.levels if lv.shape == shape]
         if not match:
             sizes = ", ".join(f"{lv.height}x{lv.width}" for lv in r.levels)
-            raise InputError(reference, f"no level of size {shape[0]}x{shape[1]} to compare with {pred} (levels: {sizes})")
+            raise InputError(
+                reference, f"no level of size {shape[0]}x{shape[1]} to compare with {pred} (levels: {sizes})"
+            )
         level = match[0]
         cm = np.zeros((num_classes, num_classes), np.int64)
         for y in range(0, shape[0], band_rows):

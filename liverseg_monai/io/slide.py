@@ -115,7 +115,9 @@ class DiskArray:
         y0, y1, rest = self._rows(key)
         if rest and any(r != slice(None) for r in rest):
             raise IndexError("DiskArray writes whole rows: use a[y0:y1] = band")
-        value = np.ascontiguousarray(np.broadcast_to(np.asarray(value, self.dtype), (y1 - y0, *self.shape[1:])))
+        value = np.ascontiguousarray(
+            np.broadcast_to(np.asarray(value, self.dtype), (y1 - y0, *self.shape[1:]))
+        )
         with self._lock:
             self._f.seek(y0 * self.row_bytes)
             self._f.write(value.tobytes())
@@ -251,7 +253,16 @@ class Slide:
 # ---------------------------------------------------------------------------------- tifffile slides
 def _length_to_um(value: float, unit: str | None) -> float:
     unit = (unit or "µm").strip().lower().replace("\u00b5", "u").replace("μ", "u")
-    factors = {"um": 1.0, "micron": 1.0, "microns": 1.0, "micrometer": 1.0, "nm": 1e-3, "mm": 1e3, "cm": 1e4, "m": 1e6}
+    factors = {
+        "um": 1.0,
+        "micron": 1.0,
+        "microns": 1.0,
+        "micrometer": 1.0,
+        "nm": 1e-3,
+        "mm": 1e3,
+        "cm": 1e4,
+        "m": 1e6,
+    }
     if unit not in factors:
         raise ValueError(f"unknown length unit {unit!r}")
     return float(value) * factors[unit]
@@ -339,7 +350,8 @@ class TiffSlide(Slide):
         self.dtype = np.dtype(first.dtype)
         w0 = first.imagewidth
         self.levels = [
-            SlideLevel(i, int(p.imagelength), int(p.imagewidth), float(w0 / p.imagewidth)) for i, p in enumerate(pages)
+            SlideLevel(i, int(p.imagelength), int(p.imagewidth), float(w0 / p.imagewidth))
+            for i, p in enumerate(pages)
         ]
         self.mpp = _plausible(mpp) if mpp is not None else _mpp_from_tiff(self._tif, first)
         if mpp is not None and self.mpp is None:
@@ -361,7 +373,8 @@ class TiffSlide(Slide):
         if extra:
             dims = ", ".join(f"{ax}={n}" for ax, n in extra.items())
             raise InputError(
-                self.path, f"is an image stack ({main.axes} {main.shape}: {dims}), not a 2D RGB or label slide"
+                self.path,
+                f"is an image stack ({main.axes} {main.shape}: {dims}), not a 2D RGB or label slide",
             )
         pages = []
         for lev in main.levels:
@@ -503,7 +516,9 @@ class OpenSlideSlide(Slide):
         try:
             img = self._osr.read_region((int(round(x * ds)), int(round(y * ds))), level, (w, h))
         except Exception as err:
-            raise InputError(self.path, f"level {level} region ({y}, {x}, {h}, {w}) cannot be read: {err}") from None
+            raise InputError(
+                self.path, f"level {level} region ({y}, {x}, {h}, {w}) cannot be read: {err}"
+            ) from None
         rgba = np.asarray(img, dtype=np.float32)
         alpha = rgba[..., 3:4] / 255.0
         return np.round(rgba[..., :3] * alpha + 255.0 * (1 - alpha)).astype(np.uint8)
@@ -535,7 +550,8 @@ def open_slide(
         import openslide  # noqa: F401
     except ImportError:
         raise InputError(
-            path, "not a TIFF-based slide; other whole-slide formats need openslide-python (pip install openslide-python openslide-bin)"
+            path,
+            "not a TIFF-based slide; other whole-slide formats need openslide-python (pip install openslide-python openslide-bin)",
         ) from None
     return OpenSlideSlide(path, mpp, require_mpp)
 
@@ -715,13 +731,23 @@ def write_pyramid(
     ts = tile_size
     bigtiff = int(np.prod(shape)) * dtype.itemsize > 2**31 - 2**26
 
-    with tempfile.TemporaryDirectory(prefix=".pyramid.", dir=path.parent if path.parent.exists() else None) as tmpdir:
-        stores = [DiskArray(Path(tmpdir) / f"level{i}.raw", (*s, channels), dtype) for i, s in enumerate(shapes[1:], 1)]
+    with tempfile.TemporaryDirectory(
+        prefix=".pyramid.", dir=path.parent if path.parent.exists() else None
+    ) as tmpdir:
+        stores = [
+            DiskArray(Path(tmpdir) / f"level{i}.raw", (*s, channels), dtype)
+            for i, s in enumerate(shapes[1:], 1)
+        ]
 
         def level_tiles(level: int) -> Iterator[np.ndarray]:
             h, w = shapes[level]
             nxt = stores[level] if level + 1 < len(shapes) else None
-            bar = tqdm(total=math.ceil(h / ts) * math.ceil(w / ts), desc=f"{path.name} level {level}", disable=not progress, leave=False)
+            bar = tqdm(
+                total=math.ceil(h / ts) * math.ceil(w / ts),
+                desc=f"{path.name} level {level}",
+                disable=not progress,
+                leave=False,
+            )
             for y in range(0, h, ts):
                 th = min(ts, h - y)
                 if level == 0:
@@ -733,7 +759,9 @@ def write_pyramid(
                 else:
                     band = stores[level - 1][y : y + th]
                 if band.shape != (th, w, channels):
-                    raise ValueError(f"source gave a band of shape {band.shape}, expected {(th, w, channels)}")
+                    raise ValueError(
+                        f"source gave a band of shape {band.shape}, expected {(th, w, channels)}"
+                    )
                 if nxt is not None:  # before yielding: tifffile stops pulling after the last tile
                     small = _downsample(band, factor, resample)
                     nxt[y // factor : y // factor + small.shape[0]] = small
@@ -742,7 +770,9 @@ def write_pyramid(
                 for x in range(0, w, ts):
                     tile = band[:, x : x + ts]
                     if tile.shape[:2] != (ts, ts):
-                        tile = np.pad(tile, ((0, ts - tile.shape[0]), (0, ts - tile.shape[1]), (0, 0)), mode="edge")
+                        tile = np.pad(
+                            tile, ((0, ts - tile.shape[0]), (0, ts - tile.shape[1]), (0, 0)), mode="edge"
+                        )
                     bar.update()
                     if bar.n == bar.total:
                         bar.close()
@@ -776,7 +806,13 @@ def write_pyramid(
                         kw = dict(options, shape=(h, w, channels) if channels == 3 else (h, w))
                         res = (1e4 / (mpp * ds), 1e4 / (mpp * ds))
                         if level == 0:
-                            tif.write(level_tiles(0), subifds=len(shapes) - 1, resolution=res, metadata=metadata, **kw)
+                            tif.write(
+                                level_tiles(0),
+                                subifds=len(shapes) - 1,
+                                resolution=res,
+                                metadata=metadata,
+                                **kw,
+                            )
                         else:
                             tif.write(level_tiles(level), subfiletype=1, resolution=res, **kw)
         finally:
@@ -836,7 +872,9 @@ class SlideLabelWriter:
         def read(y: int, x: int, h: int, w: int) -> np.ndarray:
             return np.asarray(src(y, x, h, w)).astype(self.dtype, copy=False)
 
-        extra = {"content": "label", "classes": self.class_names} if self.class_names else {"content": "label"}
+        extra = (
+            {"content": "label", "classes": self.class_names} if self.class_names else {"content": "label"}
+        )
         return write_pyramid(
             self.path,
             read,

@@ -28,7 +28,11 @@ def test_dataset_json_lists_slide_and_label(slide_dir):
     assert content["classes"] == list(HISTO_CLASSES) and content["mpp"] == 0.5
     items = load_datalist(slide_dir, "testing", require=("image", "label"))
     assert items[0]["image"].endswith("slide_0.tiff")
-    assert sorted(p.name for p in slide_dir.iterdir()) == ["dataset.json", "slide_0.tiff", "slide_0_label.tiff"]
+    assert sorted(p.name for p in slide_dir.iterdir()) == [
+        "dataset.json",
+        "slide_0.tiff",
+        "slide_0_label.tiff",
+    ]
 
 
 def test_tiff_is_tiled_pyramidal_with_mpp(slide_dir):
@@ -67,7 +71,9 @@ def test_deterministic(tmp_path):
     b = synth_slide(tmp_path / "b", seed=1, width=512, height=384, mpp=1.0, progress=False).parent
     la = tifffile.imread(a / "slide_0_label.tiff", level=0)
     np.testing.assert_array_equal(la, tifffile.imread(b / "slide_0_label.tiff", level=0))
-    np.testing.assert_array_equal(tifffile.imread(a / "slide_0.tiff", level=0), tifffile.imread(b / "slide_0.tiff", level=0))
+    np.testing.assert_array_equal(
+        tifffile.imread(a / "slide_0.tiff", level=0), tifffile.imread(b / "slide_0.tiff", level=0)
+    )
 
 
 def test_streaming_memory_does_not_grow_with_height(tmp_path):

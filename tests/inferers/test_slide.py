@@ -78,8 +78,15 @@ def test_patch_grid_helpers():
 def test_blended_labels_equal_pixel_rule(slide_path, tmp_path, level, patch, overlap, strip):
     out = tmp_path / "lab.tiff"
     res = infer_slide(
-        slide_path, colour_predictor, out, patch_size=patch, overlap=overlap, level=level,
-        tissue_threshold=0.0, strip_width=strip, progress=False,
+        slide_path,
+        colour_predictor,
+        out,
+        patch_size=patch,
+        overlap=overlap,
+        level=level,
+        tissue_threshold=0.0,
+        strip_width=strip,
+        progress=False,
     )
     with open_slide(slide_path) as s, open_slide(out) as lab:
         H, W = s.levels[level].shape
@@ -97,8 +104,15 @@ def test_blended_labels_equal_pixel_rule(slide_path, tmp_path, level, patch, ove
 def test_tissue_skipping_areas_and_outputs(slide_path, tmp_path):
     calls.clear()
     res = infer_slide(
-        slide_path, colour_predictor, tmp_path / "l.tiff", patch_size=128, overlap=0.25, batch_size=5,
-        overlay_path=tmp_path / "o.png", areas_path=tmp_path / "a.csv", class_names=["glass", "pink", "dark"],
+        slide_path,
+        colour_predictor,
+        tmp_path / "l.tiff",
+        patch_size=128,
+        overlap=0.25,
+        batch_size=5,
+        overlay_path=tmp_path / "o.png",
+        areas_path=tmp_path / "a.csv",
+        class_names=["glass", "pink", "dark"],
         progress=False,
     )
     assert 0 < res.n_tissue == res.n_predicted < res.n_patches
@@ -140,7 +154,14 @@ def test_no_tissue_gives_empty_label_and_warning(tmp_path):
     path = disc_slide(tmp_path / "glass.tiff", 300, 400, tissue=False)
     calls.clear()
     with pytest.warns(UserWarning, match="no tissue found"):
-        res = infer_slide(path, colour_predictor, tmp_path / "g.tiff", patch_size=128, progress=False, areas_path=tmp_path / "g.csv")
+        res = infer_slide(
+            path,
+            colour_predictor,
+            tmp_path / "g.tiff",
+            patch_size=128,
+            progress=False,
+            areas_path=tmp_path / "g.csv",
+        )
     assert calls == [] and res.n_predicted == 0
     with open_slide(tmp_path / "g.tiff") as lab:
         assert not lab.read_region(0, 0, 0, 300, 400).any()
@@ -158,7 +179,9 @@ def test_low_resolution_output_and_network(slide_path, tmp_path):
     with torch.no_grad():
         net.weight.zero_()
         net.bias.copy_(torch.tensor([0.0, 0.0, 1.0, 0.0]))  # always class 2
-    res = run_slide_inference(net, [{"image": str(slide_path)}], tmp_path / "run", patch_size=256, batch_size=2, progress=False)
+    res = run_slide_inference(
+        net, [{"image": str(slide_path)}], tmp_path / "run", patch_size=256, batch_size=2, progress=False
+    )
     names = sorted(p.name for p in (tmp_path / "run").iterdir())
     assert names == ["disc_areas.csv", "disc_label.tiff", "disc_overlay.png", "slides.json"]
     assert json.loads((tmp_path / "run" / "slides.json").read_text())[0]["label"].endswith("disc_label.tiff")
@@ -196,7 +219,9 @@ def test_memory_is_bounded_by_bands_not_slide_size(tmp_path):
         slide = disc_slide(tmp_path / f"s{size}.tiff", size, size, compression="jpeg", radius=600 / size)
         run = subprocess.run(
             [sys.executable, "-c", MEMORY_SCRIPT, str(slide), str(tmp_path / f"l{size}.tiff")],
-            capture_output=True, text=True, timeout=280,
+            capture_output=True,
+            text=True,
+            timeout=280,
         )
         assert run.returncode == 0, run.stderr[-2000:]
         growth[size] = int(run.stdout.strip().splitlines()[-1])

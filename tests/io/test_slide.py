@@ -21,7 +21,14 @@ def _pattern(h: int, w: int) -> np.ndarray:
 def lossless(tmp_path_factory):
     img = _pattern(700, 1000)
     path = tmp_path_factory.mktemp("s") / "rgb.tiff"
-    write_pyramid(path, lambda y, x, h, w: img[y : y + h, x : x + w], mpp=0.25, shape=img.shape, compression="zlib", min_size=250)
+    write_pyramid(
+        path,
+        lambda y, x, h, w: img[y : y + h, x : x + w],
+        mpp=0.25,
+        shape=img.shape,
+        compression="zlib",
+        min_size=250,
+    )
     return path, img
 
 
@@ -74,13 +81,26 @@ def test_thumbnail(lossless):
 def test_mpp_sources(tmp_path):
     data = _pattern(64, 64)
     # Aperio SVS-style description
-    tifffile.imwrite(tmp_path / "a.tif", data, tile=(32, 32), description="Aperio Image Library v12\n64x64 |AppMag = 20|MPP = 0.5020")
+    tifffile.imwrite(
+        tmp_path / "a.tif",
+        data,
+        tile=(32, 32),
+        description="Aperio Image Library v12\n64x64 |AppMag = 20|MPP = 0.5020",
+    )
     assert open_slide(tmp_path / "a.tif").mpp == pytest.approx(0.502)
     # resolution tags in centimetres
-    tifffile.imwrite(tmp_path / "b.tif", data, tile=(32, 32), resolution=(40000, 40000), resolutionunit="CENTIMETER")
+    tifffile.imwrite(
+        tmp_path / "b.tif", data, tile=(32, 32), resolution=(40000, 40000), resolutionunit="CENTIMETER"
+    )
     assert open_slide(tmp_path / "b.tif").mpp == pytest.approx(0.25)
     # ImageJ: unit micron with pixels per micron
-    tifffile.imwrite(tmp_path / "c.tif", data, imagej=True, resolution=(2.0, 2.0), metadata={"unit": "micron", "axes": "YXS"})
+    tifffile.imwrite(
+        tmp_path / "c.tif",
+        data,
+        imagej=True,
+        resolution=(2.0, 2.0),
+        metadata={"unit": "micron", "axes": "YXS"},
+    )
     assert open_slide(tmp_path / "c.tif").mpp == pytest.approx(0.5)
     # a 72 dpi screen default is not a microscope resolution
     tifffile.imwrite(tmp_path / "d.tif", data, tile=(32, 32), resolution=(72, 72), resolutionunit="INCH")
@@ -92,7 +112,9 @@ def test_mpp_sources(tmp_path):
 
 def test_stripped_tiff_and_separate_page_pyramid(tmp_path):
     img = _pattern(300, 400)
-    tifffile.imwrite(tmp_path / "strips.tif", img, rowsperstrip=64, resolution=(20000, 20000), resolutionunit="CENTIMETER")
+    tifffile.imwrite(
+        tmp_path / "strips.tif", img, rowsperstrip=64, resolution=(20000, 20000), resolutionunit="CENTIMETER"
+    )
     with open_slide(tmp_path / "strips.tif") as s:
         np.testing.assert_array_equal(s.read_region(0, 100, 50, 150, 300), img[100:250, 50:350])
     with tifffile.TiffWriter(tmp_path / "pages.tif") as tif:  # pyramid as plain pages, no SubIFDs
@@ -132,7 +154,9 @@ def test_label_writer_sources_and_atomicity(tmp_path):
     d = DiskArray(tmp_path / "lab.raw", lab.shape)
     d[0:300] = lab
     SlideLabelWriter(tmp_path / "a.tiff", lab.shape, mpp=1.5, tile_size=128).write(d)
-    SlideLabelWriter(tmp_path / "b.tiff", lab.shape, mpp=1.5).write(lambda y, x, h, w: lab[y : y + h, x : x + w])
+    SlideLabelWriter(tmp_path / "b.tiff", lab.shape, mpp=1.5).write(
+        lambda y, x, h, w: lab[y : y + h, x : x + w]
+    )
     for name in ("a.tiff", "b.tiff"):
         with open_slide(tmp_path / name) as s:
             assert s.mpp == 1.5 and s.channels == 1

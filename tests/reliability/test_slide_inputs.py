@@ -78,7 +78,12 @@ def test_missing_mpp_is_an_error_unless_given(tmp_path):
         infer_slide(tmp_path / "nompp.tif", _predict, tmp_path / "out" / "l.tiff", progress=False)
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
     res = infer_slide(
-        tmp_path / "nompp.tif", _predict, tmp_path / "out" / "l.tiff", mpp=0.25, tissue_threshold=0, progress=False
+        tmp_path / "nompp.tif",
+        _predict,
+        tmp_path / "out" / "l.tiff",
+        mpp=0.25,
+        tissue_threshold=0,
+        progress=False,
     )
     assert res.mpp == 0.25
 
@@ -101,8 +106,17 @@ def test_failed_inference_leaves_no_partial_output(tmp_path):
 
     out = tmp_path / "out"
     with pytest.raises(RuntimeError, match="out of memory"):
-        infer_slide(path, flaky, out / "l.tiff", patch_size=128, tissue_threshold=0, batch_size=1,
-                    overlay_path=out / "o.png", areas_path=out / "a.csv", progress=False)
+        infer_slide(
+            path,
+            flaky,
+            out / "l.tiff",
+            patch_size=128,
+            tissue_threshold=0,
+            batch_size=1,
+            overlay_path=out / "o.png",
+            areas_path=out / "a.csv",
+            progress=False,
+        )
     assert list(out.iterdir()) == []
 
 
@@ -112,6 +126,8 @@ def test_truncated_slide_in_run_stops_with_input_error(tmp_path):
     path.write_bytes(data[: len(data) // 2])
     net = torch.nn.Conv2d(3, 2, 1)
     with pytest.raises(InputError, match="cut.tiff"):
-        run_slide_inference(net, [{"image": str(path)}], tmp_path / "run", patch_size=128, tissue_threshold=0, progress=False)
+        run_slide_inference(
+            net, [{"image": str(path)}], tmp_path / "run", patch_size=128, tissue_threshold=0, progress=False
+        )
     assert not (tmp_path / "run" / "cut_label.tiff").exists()
     assert not list((tmp_path / "run").glob(".*"))

@@ -63,7 +63,12 @@ def _u64(a) -> np.ndarray:
 def hash_uniform(seed: int, iy, ix, salt: int) -> np.ndarray:
     """Deterministic uniform [0, 1) values for integer lattice points (splitmix64 finaliser)."""
     with np.errstate(over="ignore"):
-        x = _u64(iy) * _K[0] + _u64(ix) * _K[1] + np.uint64(seed & 0xFFFFFFFF) * _K[2] + np.uint64(salt) * _K[3]
+        x = (
+            _u64(iy) * _K[0]
+            + _u64(ix) * _K[1]
+            + np.uint64(seed & 0xFFFFFFFF) * _K[2]
+            + np.uint64(salt) * _K[3]
+        )
         x = x ^ (x >> np.uint64(30))
         x = x * _M1
         x = x ^ (x >> np.uint64(27))
@@ -169,7 +174,9 @@ class HistoField:
         s = self.seed
         gy, gx = np.floor(y / spacing).astype(np.int64), np.floor(x / spacing).astype(np.int64)
         y0, x0 = int(gy.min()), int(gx.min())
-        cy, cx = np.meshgrid(np.arange(y0, int(gy.max()) + 1), np.arange(x0, int(gx.max()) + 1), indexing="ij")
+        cy, cx = np.meshgrid(
+            np.arange(y0, int(gy.max()) + 1), np.arange(x0, int(gx.max()) + 1), indexing="ij"
+        )
         m = min(rmax / spacing, 0.5)
         oy = (cy + m + (1 - 2 * m) * hash_uniform(s, cy, cx, salt)) * spacing
         ox = (cx + m + (1 - 2 * m) * hash_uniform(s, cy, cx, salt + 1)) * spacing
@@ -197,11 +204,15 @@ class HistoField:
     def render(self, y0: int, x0: int, h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
         """Concentrations (h, w, 3: hematoxylin, eosin, blood) and class labels (h, w) of a window."""
         s, k = self.seed, self.scale
-        y, x = np.meshgrid(np.arange(y0, y0 + h, dtype=np.float64), np.arange(x0, x0 + w, dtype=np.float64), indexing="ij")
+        y, x = np.meshgrid(
+            np.arange(y0, y0 + h, dtype=np.float64), np.arange(x0, x0 + w, dtype=np.float64), indexing="ij"
+        )
         region, ry, rx = self.regions(y, x)
         angle = np.pi * lattice_uniform(s, ry, rx, 6)
         fat_density = np.where(
-            lattice_uniform(s, ry, rx, 7) < self.steatotic_prob, 0.35 + 0.6 * lattice_uniform(s, ry, rx, 8), 0.0
+            lattice_uniform(s, ry, rx, 7) < self.steatotic_prob,
+            0.35 + 0.6 * lattice_uniform(s, ry, rx, 8),
+            0.0,
         )
         label = region.copy()
         tissue = region > 0
@@ -371,7 +382,10 @@ class Stain:
 
 # ---------------------------------------------------------------------------------------- tiles
 def make_histo_tile(
-    rng: np.random.Generator, size: int | tuple[int, int] = 128, scale: float | None = None, stain_jitter: float = 1.0
+    rng: np.random.Generator,
+    size: int | tuple[int, int] = 128,
+    scale: float | None = None,
+    stain_jitter: float = 1.0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """One synthetic H&E tile and its label map.
 

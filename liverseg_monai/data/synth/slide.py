@@ -38,9 +38,23 @@ class SlideTissue:
         self.seed = int(rng.integers(0, 2**31 - 1))
         n = int(rng.integers(1, 4)) if n_pieces is None else n_pieces
         # the main piece in the middle, smaller fragments elsewhere: 20-40 % of the slide is tissue
-        pieces = [(0.5 + rng.uniform(-0.05, 0.05), 0.5 + rng.uniform(-0.05, 0.05), rng.uniform(0.22, 0.3), rng.uniform(0.22, 0.3))]
+        pieces = [
+            (
+                0.5 + rng.uniform(-0.05, 0.05),
+                0.5 + rng.uniform(-0.05, 0.05),
+                rng.uniform(0.22, 0.3),
+                rng.uniform(0.22, 0.3),
+            )
+        ]
         for _ in range(n - 1):
-            pieces.append((rng.uniform(0.15, 0.85), rng.uniform(0.15, 0.85), rng.uniform(0.06, 0.12), rng.uniform(0.06, 0.12)))
+            pieces.append(
+                (
+                    rng.uniform(0.15, 0.85),
+                    rng.uniform(0.15, 0.85),
+                    rng.uniform(0.06, 0.12),
+                    rng.uniform(0.06, 0.12),
+                )
+            )
         self.pieces = [(cy * height, cx * width, ry * height, rx * width) for cy, cx, ry, rx in pieces]
         self.wobble = 0.25 * min(height, width)
 
@@ -74,7 +88,11 @@ class SlideRenderer:
     def __call__(self, y: int, x: int, h: int, w: int) -> np.ndarray:
         m = self.halo
         tissue_here = self.field.tissue is None or bool(
-            self.field.tissue(*np.meshgrid(np.linspace(y - m, y + h + m, 17), np.linspace(x - m, x + w + m, 17), indexing="ij")).any()
+            self.field.tissue(
+                *np.meshgrid(
+                    np.linspace(y - m, y + h + m, 17), np.linspace(x - m, x + w + m, 17), indexing="ij"
+                )
+            ).any()
         )
         rng = np.random.default_rng([self.seed, y, x])
         if tissue_here:
@@ -83,7 +101,9 @@ class SlideRenderer:
             label = label[m : m + h, m : m + w]
         else:  # glass only: skip the field, render the blank background with the same stain
             conc = np.zeros((h, w, 3))
-            conc[..., 1] = 0.012 + 0.012 * value_noise(self.field.seed, *np.mgrid[y : y + h, x : x + w] / (8 * self.field.scale), 11)
+            conc[..., 1] = 0.012 + 0.012 * value_noise(
+                self.field.seed, *np.mgrid[y : y + h, x : x + w] / (8 * self.field.scale), 11
+            )
             conc[..., 0] = 0.005
             rgb = self.stain.to_rgb(conc, rng, self.field.scale, blur=0.0)
             label = np.zeros((h, w), np.uint8)
@@ -154,9 +174,9 @@ def synth_slide(
                 progress=progress,
             )
             labels.flush()
-            SlideLabelWriter(out / label_rel, (height, width), mpp, tile_size, class_names=HISTO_CLASSES).write(
-                labels, progress=progress
-            )
+            SlideLabelWriter(
+                out / label_rel, (height, width), mpp, tile_size, class_names=HISTO_CLASSES
+            ).write(labels, progress=progress)
         finally:
             labels.close()
             labels.path.unlink(missing_ok=True)
