@@ -276,9 +276,27 @@ def _series_meta(folder: Path, geo: _Geometry) -> dict:
     }
 
 
-def _source_datasets(folder, series_uid: str | None = None) -> tuple[Path, _Geometry]:
-    """The series' datasets (pixels included, as highdicom needs them), sorted along the normal."""
-    return _collect(folder, series_uid, None, stop_before_pixels=False)
+def to_series_grid(array: np.ndarray, affine: np.ndarray, series_folder: str | os.PathLike,
+                   series_uid: str | None = None) -> np.ndarray:
+    """``array`` (voxel -> RAS ``affine``) re-indexed onto the voxel grid of a DICOM series.
+
+    The two grids must hold the same voxel centres, up to axis flips and permutations (for example
+    the grid a volume was written with by :func:`write_series` and the one :func:`read_series` reads,
+    which sorts slices along the normal). Use it to put masks made on the writer's grid onto the
+    grid :func:`write_seg` expects.
+    """
+    shape, target = read_series_geometry(series_folder, series_uid, modality=None)
+    array = np.asarray(array)
+    # voxel (i, j, k) of the series -> voxel of ``array``
+    transform = np.linalg.inv(np.asarray(affine, float)) @ target
+    perm = np.rint(transform[:3, :3])
+    if not np.allclose(transform[:3, :3], perm, atol=1e-3) or not np.allclose(np.abs(perm).sum(0), 1):
+        raise InputError(series_folder, "the array's grid is not the series' grid up to flips/permutations")
+    ijk = np.stack(np.meshgrid(*[np.arange(s) for s in shape], indexing="ij"), -1).reshape(-1, 3)
+    src = np.rint(ijk @ transform[:3, :3].T + transform[:3, 3]).astype(int)
+    if (src < 0).any() or (src >= np.asarray(array.shape[:3])).any():
+        raise InputError(series_folder, f"the array of shape {array.shape} does not cover the series grid {shape}")
+    return array[src[:, 0], src[:, 1], src[:, 2]].reshape(shape)
 
 
 # ----------------------------------------------------------------------------------- MONAI reader
@@ -615,6 +633,17 @@ def write_seg_masks(
     if content_date is not None:
         seg.ContentDate = seg.SeriesDate = content_date
         seg.ContentTime = seg.SeriesTime = "120000"
+    if uid_entropy is not None:  # make the file reproducible: no clock times, no random UIDs
+        date = content_date or "20000101"
+        seg.InstanceCreationDate, seg.InstanceCreationTime = date, "120000"
+        for item in seg.get("ContributingEquipmentSequence", []):
+            if "ContributionDateTime" in item:
+                item.ContributionDateTime = f"{date}120000"
+        dim_uid = uid("dimension-organization")
+        for key in ("DimensionOrganizationSequence", "DimensionIndexSequence"):
+            for item in seg.get(key, []):
+                if "DimensionOrganizationUID" in item:
+                    item.DimensionOrganizationUID = dim_uid
     out_path = Path(out_path)
     with atomic_path(out_path) as tmp:
         seg.save_as(tmp)

@@ -33,7 +33,7 @@ from liverseg_monai.data.datalist import write_datalist
 from liverseg_monai.data.synth import split_names
 from liverseg_monai.data.synth.phantom import FOV_MM, ORIENTATIONS, Phantom, make_ct_phantom, phantom_affine
 from liverseg_monai.io.atomic import atomic_write_text
-from liverseg_monai.io.dicom import write_seg_masks, write_series
+from liverseg_monai.io.dicom import to_series_grid, write_seg_masks, write_series
 
 # voxel axis directions (RAS) of the CT series; LPS is the usual head-first axial stack
 HCC_ORIENTATIONS = {
@@ -205,7 +205,8 @@ def synth_hcc(
         order = list(SEGMENTS)
         rng.shuffle(order)  # TCIA's segment order is not a label order: read by label
         seg_path = study_dir / f"300-Segmentation-{_uid5(seed, i, 300)}" / "1-1.dcm"
-        write_seg_masks({label: ph.masks[SEGMENTS[label]] for label in order}, series_dir, seg_path,
+        masks = {label: to_series_grid(ph.masks[SEGMENTS[label]], affine, series_dir) for label in order}
+        write_seg_masks(masks, series_dir, seg_path,
                         manual=True, series_description="Segmentation", uid_entropy=entropy + "-seg",
                         content_date=date)
 
