@@ -27,7 +27,40 @@ from monai.networks.nets import AutoencoderKL
 from monai.utils import CommonKeys
 from torch import nn
 
-from liverseg_monai.networks.pathsegdiff import ConditionedLatentDiffusion
+from liverseg_monai.errors import InputError
+from liverseg_monai.networks.pathsegdiff import ConditionedLatentDiffusion, PathSegDiffFeatureExtractor
+
+
+def load_module_weights(module: nn.Module, path: str | os.PathLike, stage: str = "training") -> nn.Module:
+    """Load a plain state dict (``weights_only``) into ``module``; problems raise :class:`InputError` naming the file.
+
+    ``stage`` names what writes the file, for the message when it is missing (``train_autoencoder.json``).
+    """
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise InputError(path, f"missing: run the {stage} stage first") from None
+    except Exception as err:  # noqa: BLE001 - any unreadable checkpoint is an input problem
+        raise InputError(path, f"not a readable PyTorch state dict ({err.__class__.__name__}: {err})") from None
+    if not isinstance(state, dict):
+        raise InputError(path, f"holds a {type(state).__name__}, expected a state dict")
+    try:
+        module.load_state_dict(state)
+    except (RuntimeError, TypeError, AttributeError) as err:
+        raise InputError(path, f"does not fit the network of this config ({str(err).splitlines()[0]})") from None
+    return module
+
+
+def load_stage_weights(
+    extractor: PathSegDiffFeatureExtractor,
+    autoencoder_path: str | os.PathLike,
+    diffusion_path: str | os.PathLike,
+) -> PathSegDiffFeatureExtractor:
+    """Load the autoencoder and diffusion stage weights into a feature extractor (which stays frozen)."""
+    load_module_weights(extractor.autoencoder, autoencoder_path, "train_autoencoder.json")
+    load_module_weights(extractor.diffusion, diffusion_path, "train_diffusion.json")
+    extractor.freeze()
+    return extractor
 
 
 def kl_loss(z_mu: torch.Tensor, z_sigma: torch.Tensor) -> torch.Tensor:
@@ -59,8 +92,9 @@ def diffusion_loss(
     autoencoder: AutoencoderKL,
     inferer,
     images: torch.Tensor,
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = F.mse_loss,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Stage-2 loss: MSE between the UNet's noise prediction and the noise added to the latent.
+    """Stage-2 loss: ``loss_fn`` (MSE) between the UNet's noise prediction and the noise added to the latent.
 
     ``inferer`` is a ``monai.inferers.LatentDiffusionInferer``; its ``scheduler`` draws the noising. The
     first call measures and stores ``diffusion.scale_factor`` when it is still 0 (unset); the inferer
@@ -79,7 +113,7 @@ def diffusion_loss(
         inputs=images, autoencoder_model=autoencoder, diffusion_model=diffusion.unet, noise=noise,
         timesteps=timesteps, condition=condition, mode="crossattn",
     )
-    return F.mse_loss(prediction.float(), noise.float()), prediction
+    return loss_fn(prediction.float(), noise.float()), prediction
 
 
 def _images(engine, batchdata) -> torch.Tensor:
@@ -115,7 +149,8 @@ class LatentDiffusionStep:
     """``iteration_update`` of a ``SupervisedTrainer`` training the conditioned latent UNet (stage 2).
 
     The trainer's ``network`` is a :class:`~liverseg_monai.networks.pathsegdiff.ConditionedLatentDiffusion`
-    and its ``inferer`` a ``LatentDiffusionInferer``; ``autoencoder`` is the frozen stage-1 model.
+    its ``inferer`` a ``LatentDiffusionInferer`` and its ``loss_function`` the noise-prediction loss
+    (``torch.nn.MSELoss()``); ``autoencoder`` is the frozen stage-1 model.
     """
 
     def __init__(self, autoencoder: AutoencoderKL) -> None:
@@ -128,7 +163,7 @@ class LatentDiffusionStep:
         self.autoencoder.to(images.device)
         engine.network.train()
         engine.optimizer.zero_grad(set_to_none=True)
-        loss, prediction = diffusion_loss(engine.network, self.autoencoder, engine.inferer, images)
+        loss, prediction = diffusion_loss(engine.network, self.autoencoder, engine.inferer, images, engine.loss_function)
         loss.backward()
         engine.optimizer.step()
         engine.state.output = {CommonKeys.IMAGE: images, CommonKeys.PRED: prediction.detach(), CommonKeys.LOSS: loss.detach()}

@@ -1,56 +1,97 @@
-"""The image readers the CT bundles give ``LoadImaged``.
+"""The image reader the CT bundles give ``LoadImaged``: one reader for every CT input.
 
-MONAI tries readers in reverse order of registration and takes the first whose ``verify_suffix``
-accepts the input: a folder goes to the DICOM series reader (with its consistency checks), a
-``.nii``/``.nii.gz`` file to nibabel, anything else (NRRD, MHA, ...) to ITK. Read failures (a
-truncated ``.nii.gz``, a file that is not an image) become :class:`InputError` naming the file.
+``CTImageReader`` dispatches on the input: a folder is a DICOM series (read with
+:class:`liverseg_monai.io.dicom.DicomSeriesReader` and its consistency checks), ``.nii``/``.nii.gz``
+goes to nibabel, anything else (NRRD, MHA, ...) to ITK. All reading happens in ``get_data``, so a
+missing, truncated or unreadable file surfaces as an :class:`InputError` naming the file (MONAI's
+``LoadImage`` swallows exceptions raised in a reader's ``read`` and reports only "cannot find a
+suitable reader").
 """
 
 from __future__ import annotations
 
+import os
+from collections.abc import Sequence
+
 from monai.data import ITKReader, NibabelReader
+from monai.data.image_reader import ImageReader
 
 from liverseg_monai.errors import InputError
 
 
-def _names(data) -> str:
+def check_nifti_header(path: str) -> None:
+    """Raise when a NIfTI header's voxel sizes are zero or negative and no sform overrides them.
+
+    nibabel silently replaces such sizes by 1 mm on load; a volume processed with a made-up spacing is
+    a silent wrong answer (volumes in ml, distances in mm, resampling).
+    """
+    import nibabel as nib
+
+    try:
+        with nib.openers.ImageOpener(path) as f:
+            header = nib.Nifti1Header.from_fileobj(f, check=False)
+    except Exception as err:
+        raise InputError(path, f"truncated or corrupt NIfTI header ({type(err).__name__}: {err})") from err
+    pixdim = [float(v) for v in header["pixdim"][1:4]]
+    if int(header["sform_code"]) == 0 and any(not v > 0 for v in pixdim):
+        raise InputError(path, f"invalid voxel spacing in the header: pixdim {pixdim} (zero or negative)")
+
+
+def _one(data) -> str:
     if isinstance(data, list | tuple):
-        return ", ".join(str(d) for d in data)
+        if len(data) != 1:
+            raise InputError(", ".join(map(str, data)), "expected one image or one DICOM series folder per case")
+        data = data[0]
     return str(data)
 
 
-class CheckedNibabelReader(NibabelReader):
-    """MONAI's ``NibabelReader`` with read and decode errors reported as :class:`InputError`."""
+class CTImageReader(ImageReader):
+    """NIfTI files, DICOM series folders and other ITK formats, with clear errors.
+
+    Args:
+        series_uid: with a DICOM folder holding several series, the one to read.
+        kwargs: passed to the underlying MONAI reader.
+    """
+
+    def __init__(self, series_uid: str | None = None, **kwargs):
+        super().__init__()
+        self.series_uid = series_uid
+        self.kwargs = kwargs
+
+    def verify_suffix(self, filename: Sequence[str] | str) -> bool:
+        return True
 
     def read(self, data, **kwargs):
-        try:
-            return super().read(data, **kwargs)
-        except FileNotFoundError:
-            raise InputError(_names(data), "file does not exist") from None
-        except Exception as err:
-            raise InputError(_names(data), f"cannot be read as NIfTI ({type(err).__name__}: {err})") from err
+        return _one(data)  # deferred: see the module docstring
+
+    def _reader_for(self, path: str):
+        if os.path.isdir(path):
+            from liverseg_monai.io.dicom import DicomSeriesReader
+
+            return DicomSeriesReader(series_uid=self.series_uid) if self.series_uid else DicomSeriesReader()
+        if path.lower().endswith((".nii", ".nii.gz")):
+            return NibabelReader(**self.kwargs)
+        return ITKReader(**self.kwargs)
 
     def get_data(self, img):
+        path = img
+        if not os.path.exists(path):
+            raise InputError(path, "file does not exist")
+        reader = self._reader_for(path)
+        if isinstance(reader, NibabelReader):
+            check_nifti_header(path)
         try:
-            return super().get_data(img)
+            return reader.get_data(reader.read(path))
+        except InputError:
+            raise
         except Exception as err:
-            imgs = img if isinstance(img, list | tuple) else [img]
-            names = ", ".join(str(i.get_filename()) for i in imgs)
-            raise InputError(names, f"truncated or corrupt image data ({type(err).__name__}: {err})") from err
+            kind = "a DICOM series" if os.path.isdir(path) else "an image"
+            raise InputError(path, f"truncated, corrupt or not {kind} ({type(err).__name__}: {err})") from err
 
 
-class CheckedITKReader(ITKReader):
-    """MONAI's ``ITKReader`` with read errors reported as :class:`InputError`."""
-
-    def read(self, data, **kwargs):
-        try:
-            return super().read(data, **kwargs)
-        except Exception as err:
-            raise InputError(_names(data), f"cannot be read as an image ({type(err).__name__}: {err})") from err
+def ct_reader(**kwargs) -> CTImageReader:
+    """The reader for ``LoadImaged(reader=...)`` in the CT bundles."""
+    return CTImageReader(**kwargs)
 
 
-def ct_readers() -> list:
-    """Readers for ``LoadImaged(reader=...)``: ITK (fallback), nibabel, then DICOM series folders."""
-    from liverseg_monai.io.dicom import DicomSeriesReader
-
-    return [CheckedITKReader(), CheckedNibabelReader(), DicomSeriesReader()]
+ct_readers = ct_reader  # the name the first configs used

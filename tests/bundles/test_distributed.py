@@ -5,8 +5,8 @@ import sys
 
 import torch
 
-from liverseg_monai.recipes import bundle_command, copy_bundle
 from liverseg_monai.data.synth.lits import synth_lits
+from liverseg_monai.recipes import bundle_command, copy_bundle
 
 
 def test_torchrun_two_ranks_end_with_identical_weights(tmp_path):

@@ -23,6 +23,15 @@ def _nii(path, array, affine=None):
     return path.name
 
 
+def _zero_spacing(path):
+    img = nib.Nifti1Image(_ct(), None)
+    img.header["pixdim"][1:4] = [1.0, 0.0, 1.0]  # a header with a zero voxel size, as broken converters write
+    img.header.set_qform(None, code=0)
+    img.header.set_sform(None, code=0)
+    nib.save(img, str(path))
+    return path.name
+
+
 def _ct(shape=(16, 16, 8)):
     return np.random.default_rng(0).normal(0, 200, shape).astype(np.int16)
 
@@ -57,7 +66,7 @@ def test_good_case_passes(tmp_path):
         (lambda p: _nii(p / "two_d.nii.gz", _ct((16, 16))), "3D volume"),
         (lambda p: _nii(p / "four_d.nii.gz", _ct((16, 16, 8, 3))), "channels"),
         (lambda p: _nii(p / "nan.nii.gz", np.full((8, 8, 8), np.nan, np.float32)), "NaN"),
-        (lambda p: _nii(p / "zero_spacing.nii.gz", _ct(), np.diag([1.0, 0.0, 1.0, 1.0])), "spacing"),
+        (lambda p: _zero_spacing(p / "zero_spacing.nii.gz"), "spacing"),
         (lambda p: _nii(p / "not_hu.nii.gz", np.full((8, 8, 8), 1e7, np.float32)), "Hounsfield"),
     ],
 )

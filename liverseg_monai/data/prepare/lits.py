@@ -57,7 +57,7 @@ def prepare_lits(src: str | os.PathLike, out: str | os.PathLike, seed: int = 0, 
     for sub in ("volumes", "segmentations"):
         (out / sub).mkdir(parents=True, exist_ok=True)
     items = []
-    for n, (vol, seg) in pairs.items():
+    for vol, seg in pairs.values():
         entry = {}
         for key, path, sub in (("image", vol, "volumes"), ("label", seg, "segmentations")):
             dest = out / sub / path.name
