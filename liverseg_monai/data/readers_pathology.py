@@ -114,6 +114,26 @@ def _stem(path: Path) -> str:
     return path.name[: -len(path.suffix)] if path.suffix else path.name
 
 
+def load_unlabelled(dataset_dir: str | os.PathLike, keys: Sequence[str] = ("training", "validation")) -> list[dict]:
+    """Images (no labels) of the ``keys`` lists of ``dataset.json``: the unlabelled pool of self-supervised stages.
+
+    Lists that are absent are skipped; raises :class:`~liverseg_monai.errors.DatasetError` when none has items.
+    """
+    from liverseg_monai.data.datalist import load_datalist
+    from liverseg_monai.errors import DatasetError
+
+    items: list[dict] = []
+    for key in keys:
+        try:
+            items += [{"image": it["image"]} for it in load_datalist(dataset_dir, key)]
+        except DatasetError as err:
+            if "has no" not in str(err):
+                raise
+    if not items:
+        raise DatasetError(Path(dataset_dir) / "dataset.json", f"has no images in {', '.join(keys)}")
+    return items
+
+
 # ------------------------------------------------------------------------------------------- BCSS
 
 

@@ -28,7 +28,7 @@ import csv
 import io
 import json
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -140,18 +140,20 @@ def summarise_glas(rows: Sequence[dict]) -> dict:
 class GlasObjectReport:
     """Ignite handler writing the GlaS object scores of an evaluation: ``object_per_case.csv``, ``object_summary.json``.
 
-    Every iteration takes the predicted and reference maps of each case (``pred``/``label`` one-hot or
-    class indices, channel first), makes instance maps of class ``object_class`` (connected components,
-    objects under ``min_size`` pixels dropped from the prediction) and scores them with
-    :func:`glas_scores`. When the batch item carries a reference instance map under ``instance_key``
-    (the GlaS annotation, as prepared by :mod:`liverseg_monai.data.prepare.glas`), it is used instead
-    of the components of the reference mask, so touching glands count as separate objects.
+    Every iteration takes the predicted and reference maps of each case (``pred``/``label`` of
+    ``engine.state.output``, one-hot or class indices, channel first), makes instance maps of class
+    ``object_class`` (connected components; predicted objects under ``min_size`` pixels dropped) and
+    scores them with :func:`glas_scores`. When the dataset item carries a reference instance map file
+    under ``instance_key`` (the GlaS annotation, as written by :mod:`liverseg_monai.data.prepare.glas`;
+    relative paths are taken from ``dataset_dir``), it replaces the components of the reference mask,
+    so touching glands count as separate objects.
 
     Args:
         output_dir: destination of the two files.
         object_class: the class whose objects are scored (1 = gland for GlaS).
         min_size: smallest predicted object kept, in pixels.
-        output_transform: ``engine.state.output`` -> list of per-case dicts (default: the output itself).
+        instance_key: dataset item key of the reference instance map file.
+        dataset_dir: base folder of relative instance paths.
     """
 
     def __init__(
@@ -160,13 +162,13 @@ class GlasObjectReport:
         object_class: int = 1,
         min_size: int = 0,
         instance_key: str = "instance",
-        output_transform: Callable | None = None,
+        dataset_dir: str | os.PathLike | None = None,
     ):
         self.output_dir = Path(output_dir)
         self.object_class = int(object_class)
         self.min_size = int(min_size)
         self.instance_key = instance_key
-        self.output_transform = output_transform or (lambda out: out)
+        self.dataset_dir = Path(dataset_dir) if dataset_dir is not None else None
         self.rows: list[dict] = []
 
     def attach(self, engine) -> None:
@@ -179,21 +181,31 @@ class GlasObjectReport:
     def _reset(self, engine=None) -> None:
         self.rows = []
 
-    def _class_map(self, x) -> np.ndarray:
+    @staticmethod
+    def _class_map(x) -> np.ndarray:
         x = x.detach().cpu().numpy() if hasattr(x, "detach") else np.asarray(x)
         return (x.argmax(0) if x.shape[0] > 1 else x[0]).astype(np.int64)
 
+    def _reference(self, item: dict, batch_item) -> np.ndarray:
+        path = batch_item.get(self.instance_key) if isinstance(batch_item, dict) else None
+        if isinstance(path, str | os.PathLike):
+            from liverseg_monai.data.readers_pathology import read_label_map
+
+            full = Path(path) if Path(path).is_absolute() or self.dataset_dir is None else self.dataset_dir / path
+            return read_label_map(full)
+        return label_objects(self._class_map(item["label"]) == self.object_class)
+
     def _update(self, engine) -> None:
-        items = self.output_transform(engine.state.output)
-        items = items if isinstance(items, list | tuple) else [items]
-        for item in items:
-            pred = self._class_map(item["pred"])
-            seg = label_objects(pred == self.object_class, self.min_size)
-            instance = item.get(self.instance_key)
-            if instance is not None and not isinstance(instance, str):
-                gt = self._class_map(instance)
-            else:
-                gt = label_objects(self._class_map(item["label"]) == self.object_class)
+        outputs = engine.state.output if isinstance(engine.state.output, list | tuple) else [engine.state.output]
+        batch = engine.state.batch if isinstance(engine.state.batch, list | tuple) else [None] * len(outputs)
+        for item, batch_item in zip(outputs, batch):
+            seg = label_objects(self._class_map(item["pred"]) == self.object_class, self.min_size)
+            gt = self._reference(item, batch_item)
+            if gt.shape != seg.shape:
+                from liverseg_monai.errors import InputError
+
+                raise InputError(batch_item.get(self.instance_key) if isinstance(batch_item, dict) else None,
+                                 f"instance map of shape {gt.shape} does not match the prediction {seg.shape}")
             meta = getattr(item["pred"], "meta", {}) or {}
             name = os.path.basename(str(meta.get("filename_or_obj", f"case_{len(self.rows):04d}"))).split(".")[0]
             self.rows.append({"case": name, **glas_scores(seg, gt)})

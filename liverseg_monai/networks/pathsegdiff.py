@@ -240,33 +240,3 @@ class PathSegDiffSegmenter(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.extractor(x))
-
-
-def load_stage_weights(
-    extractor: PathSegDiffFeatureExtractor,
-    autoencoder_path: str | None = None,
-    diffusion_path: str | None = None,
-) -> PathSegDiffFeatureExtractor:
-    """Load the autoencoder and diffusion stage state dicts (``weights_only``) into ``extractor``.
-
-    Missing files raise :class:`liverseg_monai.errors.InputError` naming the file and the stage that
-    writes it. Returns ``extractor`` (frozen again).
-    """
-    from liverseg_monai.errors import InputError
-
-    for path, module, stage in ((autoencoder_path, extractor.autoencoder, "train_autoencoder.json"),
-                                (diffusion_path, extractor.diffusion, "train_diffusion.json")):
-        if path is None:
-            continue
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except FileNotFoundError:
-            raise InputError(path, f"missing: run the {stage} stage first") from None
-        except Exception as err:  # noqa: BLE001 - any unreadable checkpoint is an input problem
-            raise InputError(path, f"not a readable PyTorch state dict ({err.__class__.__name__}: {err})") from None
-        try:
-            module.load_state_dict(state)
-        except (RuntimeError, TypeError, AttributeError) as err:
-            raise InputError(path, f"does not fit the network of this config ({str(err).splitlines()[0]})") from None
-    extractor.freeze()
-    return extractor
