@@ -566,12 +566,14 @@ def tissue_mask(
 ) -> np.ndarray:
     """Boolean tissue mask of a low-resolution RGB slide image (True = tissue).
 
-    Stained tissue is coloured, glass is grey-white: Otsu's threshold on the HSV saturation (never
+    Stained tissue is coloured, glass is grey-white: Otsu's threshold on the HSV saturation (on the
+    darkness for grey images; never
     below ``min_saturation``, so an all-glass slide gives an empty mask instead of thresholding
     noise), then a closing, removal of specks and filling of small holes (fat, lumens).
 
     Args:
-        thumbnail: ``(h, w, 3)`` uint8 (or float in [0, 1]) RGB image, e.g. :meth:`Slide.thumbnail`.
+        thumbnail: ``(h, w, 3)`` uint8 (or float in [0, 1]) RGB image, e.g. :meth:`Slide.thumbnail`,
+            or a grey ``(h, w)`` / ``(h, w, 1)`` image.
         threshold: fixed saturation threshold in [0, 1] instead of Otsu's.
         min_saturation: lower bound of the threshold.
         min_object_fraction: tissue pieces and holes smaller than this fraction of the image are removed.
@@ -589,11 +591,16 @@ def tissue_mask(
     from skimage import filters, morphology
 
     img = np.asarray(thumbnail, dtype=np.float32)
-    if img.ndim != 3 or img.shape[-1] < 3:
-        raise ValueError(f"tissue_mask needs an (h, w, 3) RGB image, got shape {img.shape}")
+    if img.ndim == 2:
+        img = img[..., None]
+    if img.ndim != 3 or img.shape[-1] not in (1, 3, 4):
+        raise ValueError(f"tissue_mask needs an (h, w, 3) RGB or (h, w) grey image, got shape {img.shape}")
     img = img[..., :3] / (255.0 if img.max() > 1.5 else 1.0)
     vmax, vmin = img.max(-1), img.min(-1)
-    sat = np.where(vmax > 1e-3, (vmax - vmin) / np.maximum(vmax, 1e-3), 0.0)
+    if img.shape[-1] == 1:  # grey scan: tissue is darker than the glass
+        sat = 1.0 - vmax
+    else:
+        sat = np.where(vmax > 1e-3, (vmax - vmin) / np.maximum(vmax, 1e-3), 0.0)
     if threshold is None:
         try:
             threshold = float(filters.threshold_otsu(sat))
@@ -859,6 +866,11 @@ class SlideLabelWriter:
         self.tile_size = tile_size
         self.class_names = list(class_names) if class_names is not None else None
         self.dtype = np.dtype(dtype)
+
+    @classmethod
+    def for_level(cls, slide: Slide, level: int, path: str | os.PathLike, **kwargs) -> SlideLabelWriter:
+        """A writer for a label map of ``slide`` at ``level`` (its size and microns per pixel)."""
+        return cls(path, slide.levels[level].shape, slide.level_mpp(level), **kwargs)
 
     def write(self, source: Source | np.ndarray | DiskArray, progress: bool = False) -> Path:
         """Stream ``source`` (array-like with row-band slicing, or ``f(y, x, h, w)``) into the TIFF."""

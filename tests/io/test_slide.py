@@ -138,6 +138,8 @@ def test_tissue_mask():
     assert iou > 0.95 and not mask[:20, :20].any()
     glass = np.clip(rng.normal(238, 3, (200, 300, 3)), 0, 255).astype(np.uint8)
     assert not tissue_mask(glass).any()
+    grey = img.mean(-1).astype(np.uint8)  # a grey scan: darker tissue
+    assert ((tissue_mask(grey) & disc).sum() / (tissue_mask(grey) | disc).sum()) > 0.95
 
 
 def test_disk_array_roundtrip(tmp_path):
