@@ -146,3 +146,118 @@ def test_seg_path_that_is_not_a_seg(tmp_path):
         read_seg(paths[0], tmp_path / "a", {"Liver": 1})
     with pytest.raises(InputError, match="does not exist"):
         read_seg(tmp_path / "missing.dcm", tmp_path / "a", {"Liver": 1})
+
+
+# ------------------------------------------------------------------------------ prepare hcc-tace
+
+
+@pytest.fixture(scope="module")
+def hcc_raw(tmp_path_factory) -> Path:
+    from liverseg_monai.data.synth.hcc import synth_hcc
+
+    out = tmp_path_factory.mktemp("hcc_raw")
+    synth_hcc(out, seed=4, n=3, size=(16, 16, 8), extra_series=False)
+    return out
+
+
+def _copy(raw: Path, dest: Path) -> Path:
+    shutil.copytree(raw, dest)
+    return dest
+
+
+def test_prepare_patient_without_seg(hcc_raw, tmp_path):
+    from liverseg_monai.data.prepare.hcc_tace import prepare_hcc_tace
+
+    src = _copy(hcc_raw, tmp_path / "src")
+    for seg in (src / "HCC_002").glob("*/300-*"):
+        shutil.rmtree(seg)
+    with pytest.raises(InputError, match="HCC_002 has CT series but no DICOM-SEG") as err:
+        prepare_hcc_tace(src, tmp_path / "out")
+    assert "HCC_002" in str(err.value.path)
+    assert not (tmp_path / "out").exists()
+    with pytest.warns(UserWarning, match="HCC_002 has no DICOM-SEG"):
+        prepare_hcc_tace(src, tmp_path / "out", skip_incomplete=True)
+    assert not (tmp_path / "out" / "imagesTr" / "HCC_002.nii.gz").exists()
+
+
+def test_prepare_seg_referencing_a_missing_series(hcc_raw, tmp_path):
+    from liverseg_monai.data.prepare.hcc_tace import prepare_hcc_tace
+
+    src = _copy(hcc_raw, tmp_path / "src")
+    seg = next((src / "HCC_003").glob("*/300-*/1-1.dcm"))
+    ds = pydicom.dcmread(seg)
+    ds.ReferencedSeriesSequence[0].SeriesInstanceUID = "1.2.3.4.5.6.7"
+    ds.save_as(seg)
+    with pytest.raises(InputError, match="references CT series 1.2.3.4.5.6.7") as err:
+        prepare_hcc_tace(src, tmp_path / "out")
+    assert str(seg) in str(err.value)
+    assert not (tmp_path / "out").exists()
+
+
+def test_prepare_seg_of_another_patients_series(hcc_raw, tmp_path):
+    from liverseg_monai.data.prepare.hcc_tace import prepare_hcc_tace
+
+    src = _copy(hcc_raw, tmp_path / "src")
+    seg1 = next((src / "HCC_001").glob("*/300-*/1-1.dcm"))
+    seg2 = next((src / "HCC_002").glob("*/300-*/1-1.dcm"))
+    ds = pydicom.dcmread(seg2)
+    ds.PatientID = "HCC_001"  # a SEG filed under patient 1 that segments patient 2's series
+    seg1.unlink()
+    ds.save_as(seg1)
+    with pytest.raises(InputError) as err:
+        prepare_hcc_tace(src, tmp_path / "out")
+    assert "1-1.dcm" in str(err.value)
+    assert not (tmp_path / "out").exists()
+
+
+def test_prepare_clinical_table_problems(hcc_raw, tmp_path):
+    import csv
+
+    from liverseg_monai.data.prepare.hcc_tace import prepare_hcc_tace
+    from liverseg_monai.data.synth.hcc import CLINICAL_NAME
+
+    rows = list(csv.DictReader((hcc_raw / CLINICAL_NAME).open()))
+
+    def table(name: str, rows: list[dict]) -> Path:
+        path = tmp_path / name
+        with path.open("w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+        return path
+
+    no_bclc = table("no_bclc.csv", [{k: v for k, v in r.items() if k != "BCLC"} for r in rows])
+    with pytest.raises(InputError, match="missing clinical column.*BCLC") as err:
+        prepare_hcc_tace(hcc_raw, tmp_path / "out", clinical=no_bclc)
+    assert str(no_bclc) in str(err.value) and not (tmp_path / "out").exists()
+
+    no_id = table("no_id.csv", [{("Subject" if k == "TCIA_ID" else k): v for k, v in r.items()} for r in rows])
+    with pytest.raises(InputError, match="no patient identifier column"):
+        prepare_hcc_tace(hcc_raw, tmp_path / "out", clinical=no_id)
+
+    strangers = table("strangers.csv", [{**r, "TCIA_ID": f"XYZ_{i}"} for i, r in enumerate(rows)])
+    with pytest.raises(InputError, match="none of its 3 patients") as err:
+        prepare_hcc_tace(hcc_raw, tmp_path / "out", clinical=strangers)
+    assert str(strangers) in str(err.value) and not (tmp_path / "out").exists()
+
+    with pytest.raises(InputError, match="clinical table not found"):
+        prepare_hcc_tace(hcc_raw, tmp_path / "out", clinical=tmp_path / "nope.csv")
+
+    partial = table("partial.csv", [{**rows[0], "TCIA_ID": "HCC-001"}, {**rows[1], "TCIA_ID": "HCC_999"}])
+    with pytest.warns(UserWarning) as record:
+        prepare_hcc_tace(hcc_raw, tmp_path / "out", clinical=partial)
+    messages = " ".join(str(w.message) for w in record)
+    assert "HCC_999" in messages and "HCC_002" in messages and "HCC_003" in messages
+    ids = [r["patient_id"] for r in csv.DictReader((tmp_path / "out" / "clinical.csv").open())]
+    assert ids == ["HCC_001", "HCC_999"]  # HCC-001 matched to the imaging ID, the unknown kept
+
+
+def test_prepare_missing_source(tmp_path):
+    from liverseg_monai.data.prepare.hcc_tace import prepare_hcc_tace
+
+    with pytest.raises(InputError, match="does not exist"):
+        prepare_hcc_tace(tmp_path / "nope", tmp_path / "out")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InputError, match="no DICOM CT series"):
+        prepare_hcc_tace(tmp_path / "empty", tmp_path / "out")
+    assert not (tmp_path / "out").exists()
