@@ -581,6 +581,7 @@ def run_slide_inference(
     std: Sequence[float] | None = None,
     inferer: Callable | None = None,
     activation: str | None = "softmax",
+    checkpoint: str | os.PathLike | None = None,
     progress: bool = True,
 ) -> list[dict]:
     """Run :func:`infer_slide` on each slide of a datalist; the entry point for bundle configs.
@@ -599,12 +600,21 @@ def run_slide_inference(
         mpp: microns per pixel at level 0 for slides whose files lack it.
         mean, std: per-channel normalisation applied to the [0, 1] patches before the network.
         inferer: a MONAI inferer ``inferer(inputs, network)`` (e.g. ``SimpleInferer()``).
+        checkpoint: a state dict file (``models/model.pt``) loaded into ``network`` first, if given.
 
     Returns:
         one summary dict per slide (see :meth:`SlideResult.as_dict`).
     """
     import json
 
+    if checkpoint is not None:
+        from liverseg_monai.errors import InputError
+
+        try:
+            state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+        except (OSError, RuntimeError, ValueError) as err:
+            raise InputError(checkpoint, f"cannot load the network weights ({err})") from None
+        network.load_state_dict(state)
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     predict = as_predictor(network, device, inferer=inferer, mean=mean, std=std)

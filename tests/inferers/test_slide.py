@@ -179,8 +179,16 @@ def test_low_resolution_output_and_network(slide_path, tmp_path):
     with torch.no_grad():
         net.weight.zero_()
         net.bias.copy_(torch.tensor([0.0, 0.0, 1.0, 0.0]))  # always class 2
+    torch.save(net.state_dict(), tmp_path / "model.pt")
+    net = torch.nn.Conv2d(3, 4, 1)  # fresh weights: the checkpoint must be loaded
     res = run_slide_inference(
-        net, [{"image": str(slide_path)}], tmp_path / "run", patch_size=256, batch_size=2, progress=False
+        net,
+        [{"image": str(slide_path)}],
+        tmp_path / "run",
+        patch_size=256,
+        batch_size=2,
+        progress=False,
+        checkpoint=tmp_path / "model.pt",
     )
     names = sorted(p.name for p in (tmp_path / "run").iterdir())
     assert names == ["disc_areas.csv", "disc_label.tiff", "disc_overlay.png", "slides.json"]
