@@ -302,54 +302,139 @@ def to_series_grid(array: np.ndarray, affine: np.ndarray, series_folder: str | o
 # ----------------------------------------------------------------------------------- MONAI reader
 
 
+# the HCC-TACE-Seg segments and the label values the project uses (the mass painted last)
+HCC_TACE_SEG_LABELS = {"Liver": 1, "Portal vein": 3, "Abdominal aorta": 4, "Mass": 2}
+HCC_TACE_OPTIONAL_SEGMENTS = ("Portal vein", "Abdominal aorta")
+
+
 class _SeriesFolder:
     def __init__(self, path: str):
         self.path = path
 
 
+class _SegFile:
+    def __init__(self, path: str):
+        self.path = path
+
+
+def is_seg_file(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a DICOM-SEG file (reads only its header)."""
+    if not os.path.isfile(path):
+        return False
+    try:
+        ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["SOPClassUID"])
+    except Exception:
+        return False
+    return str(ds.get("SOPClassUID", "")) == SEGMENTATION_STORAGE
+
+
+def find_referenced_series(seg_path: str | os.PathLike, search_root: str | os.PathLike | None = None) -> Path:
+    """The folder of the series a DICOM-SEG references, searched below ``search_root``.
+
+    By default the SEG's study folder (TCIA layout: ``<patient>/<study>/<seg series>/1-1.dcm``) and
+    then its patient folder are searched. One file per folder is read to identify the series.
+    """
+    seg_path = Path(seg_path)
+    try:
+        ds = pydicom.dcmread(seg_path, stop_before_pixels=True)
+    except Exception as err:
+        raise InputError(seg_path, f"unreadable DICOM file ({type(err).__name__}: {err})") from None
+    wanted = {str(item.SeriesInstanceUID) for item in ds.get("ReferencedSeriesSequence", [])}
+    if not wanted:
+        raise InputError(seg_path, "has no ReferencedSeriesSequence: cannot tell which series it segments")
+    roots = [Path(search_root)] if search_root is not None else [seg_path.parent.parent, seg_path.parent.parent.parent]
+    for root in roots:
+        for folder, _, files in sorted(os.walk(root)):
+            for name in sorted(files):
+                try:
+                    head = pydicom.dcmread(Path(folder) / name, stop_before_pixels=True,
+                                           specific_tags=["SeriesInstanceUID", "SOPClassUID"])
+                except Exception:
+                    continue
+                if str(head.get("SOPClassUID", "")) == SEGMENTATION_STORAGE:
+                    break
+                if str(head.get("SeriesInstanceUID", "")) in wanted:
+                    return Path(folder)
+                break
+    raise InputError(seg_path, f"the series it references ({', '.join(sorted(wanted))}) is not below "
+                               f"{' or '.join(str(r) for r in roots)}")
+
+
 class DicomSeriesReader(ImageReader):
-    """MONAI reader for DICOM series folders with the checks of :func:`read_series`.
+    """MONAI reader for DICOM series folders (images) and DICOM-SEG files (labels), with the checks of
+    :func:`read_series` and :func:`read_seg`.
 
-    Use it as ``LoadImaged(keys="image", reader=DicomSeriesReader())`` (or the dotted name
-    ``"liverseg_monai.io.dicom.DicomSeriesReader"`` in a bundle config). Inputs that are not folders
-    (NIfTI files) are declined in :meth:`read`, so ``LoadImage`` falls back to its default readers
-    and one pipeline reads both. A DICOM folder with a problem raises :class:`InputError` in
-    :meth:`get_data` (``LoadImage`` does not swallow it there).
+    Use it as ``LoadImaged(keys=["image", "label"], reader=DicomSeriesReader())`` (or the dotted name
+    ``"liverseg_monai.io.dicom.DicomSeriesReader"`` in a bundle config):
 
-    The metadata is what MONAI's readers give (``affine``, ``original_affine``, ``spatial_shape``,
-    ``space``, ``original_channel_dim``) so ``Orientationd``, ``Invertd`` and ``SaveImaged`` restore
-    the exact input geometry, plus a few DICOM identifiers.
+    * a folder is read as one CT series (float32 HU);
+    * a DICOM-SEG file is read as a label map on the grid of the series it references, found next to
+      it (TCIA layout) or in ``series_root``; segments are matched by label to ``segment_labels``;
+    * anything else (a NIfTI file) is declined in :meth:`read`, so ``LoadImage`` falls back to its
+      default readers and one pipeline reads both NIfTI and DICOM.
+
+    A DICOM input with a problem raises :class:`InputError` in :meth:`get_data`, where ``LoadImage``
+    does not swallow it. The metadata is what MONAI's readers give (``affine``, ``original_affine``,
+    ``spatial_shape``, ``space``, ``original_channel_dim``) so ``Orientationd``, ``Invertd`` and
+    ``SaveImaged`` restore the exact input geometry, plus a few DICOM identifiers.
 
     Args:
         series_uid: the series to read when a folder holds several.
         modality: accepted Modality value(s), ``None`` for any.
+        segment_labels: SEG label -> value for label maps (default: HCC-TACE-Seg's
+            ``Liver`` 1, ``Mass`` 2, ``Portal vein`` 3, ``Abdominal aorta`` 4).
+        optional_segments: labels that may be missing from a SEG (default: the two vessels when
+            ``segment_labels`` is the default, else none).
+        series_root: where to look for the series a SEG references (default: next to the SEG).
         channel_dim: as for MONAI readers; default: no channel.
-        dtype: the array dtype (default float32 HU).
+        dtype: the array dtype (default float32).
     """
 
     def __init__(self, series_uid: str | None = None, modality: str | Sequence[str] | None = "CT",
-                 channel_dim: int | str | None = None, dtype=np.float32, **kwargs):
+                 segment_labels: Mapping[str, int] | None = None, optional_segments: Sequence[str] | None = None,
+                 series_root: str | os.PathLike | None = None, channel_dim: int | str | None = None,
+                 dtype=np.float32, **kwargs):
         super().__init__()
         self.series_uid = series_uid
         self.modality = modality
+        self.segment_labels = dict(segment_labels) if segment_labels is not None else dict(HCC_TACE_SEG_LABELS)
+        if optional_segments is None:
+            optional_segments = HCC_TACE_OPTIONAL_SEGMENTS if segment_labels is None else ()
+        self.optional_segments = tuple(optional_segments)
+        self.series_root = series_root
         self.channel_dim = float("nan") if channel_dim == "no_channel" else channel_dim
         self.dtype = dtype
 
     def verify_suffix(self, filename: Sequence[os.PathLike] | os.PathLike) -> bool:
-        return all(os.path.isdir(f) for f in ensure_tuple(filename))
+        return all(os.path.isdir(f) or is_seg_file(f) for f in ensure_tuple(filename))
 
     def read(self, data: Sequence[os.PathLike] | os.PathLike, **kwargs):
-        names = ensure_tuple(data)
-        for name in names:
-            if not os.path.isdir(name):
-                raise InputError(name, "DicomSeriesReader reads DICOM series folders; this is not a folder")
-        handles = [_SeriesFolder(str(n)) for n in names]
+        handles: list = []
+        for name in ensure_tuple(data):
+            if os.path.isdir(name):
+                handles.append(_SeriesFolder(str(name)))
+            elif is_seg_file(name):
+                handles.append(_SegFile(str(name)))
+            else:
+                raise InputError(name, "DicomSeriesReader reads DICOM series folders and DICOM-SEG files; this is neither")
         return handles if len(handles) > 1 else handles[0]
+
+    def _load(self, handle) -> tuple[np.ndarray, np.ndarray, dict]:
+        if isinstance(handle, _SegFile):
+            folder = find_referenced_series(handle.path, self.series_root)
+            label = read_seg(handle.path, folder, self.segment_labels, optional=self.optional_segments)
+            shape, affine = read_series_geometry(folder, modality=None)
+            head = pydicom.dcmread(handle.path, stop_before_pixels=True)
+            info = {"spacing": np.linalg.norm(affine[:3, :3], axis=0), "patient_id": str(head.get("PatientID", "")),
+                    "series_instance_uid": str(head.get("SeriesInstanceUID", "")),
+                    "study_instance_uid": str(head.get("StudyInstanceUID", "")), "modality": "SEG"}
+            return label, affine, info
+        return read_series(handle.path, self.series_uid, self.modality)
 
     def get_data(self, img) -> tuple[np.ndarray, dict]:
         arrays, compatible = [], {}
         for handle in ensure_tuple(img):
-            array, affine, info = read_series(handle.path, self.series_uid, self.modality)
+            array, affine, info = self._load(handle)
             header = {
                 MetaKeys.AFFINE: affine.copy(),
                 MetaKeys.ORIGINAL_AFFINE: affine.copy(),
@@ -364,7 +449,7 @@ class DicomSeriesReader(ImageReader):
             }
             if compatible:
                 if not np.allclose(compatible[MetaKeys.AFFINE], affine) or tuple(compatible[MetaKeys.SPATIAL_SHAPE]) != array.shape:
-                    raise InputError(handle.path, "series stacked as channels must share one geometry")
+                    raise InputError(handle.path, "inputs stacked as channels must share one geometry")
             else:
                 compatible = header
             arrays.append(array.astype(self.dtype, copy=False))

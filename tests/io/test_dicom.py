@@ -292,3 +292,24 @@ def test_read_seg_on_a_real_seg_file(tmp_path):
         del item.DerivationImageSequence
     seg.save_as(tmp_path / "no_refs.dcm")
     np.testing.assert_array_equal(read_seg(tmp_path / "no_refs.dcm", folder, {"Liver": 1}), got)
+
+
+def test_dicom_series_reader_reads_image_folder_and_seg_label(tmp_path):
+    """Raw TCIA-layout items (series folder + SEG file) load as an image/label pair on one grid."""
+    from monai.transforms import Compose, EnsureChannelFirstd, LoadImaged, Orientationd
+
+    from liverseg_monai.data.datalist import load_datalist
+    from liverseg_monai.data.synth.hcc import synth_hcc
+    from liverseg_monai.io.dicom import read_seg
+
+    synth_hcc(tmp_path, seed=0, n=2, size=(16, 16, 8), orientations=("LPI",))
+    item = load_datalist(tmp_path, "training")[0]
+    load = Compose([LoadImaged(["image", "label"], reader=DicomSeriesReader()), EnsureChannelFirstd(["image", "label"]),
+                    Orientationd(["image", "label"], axcodes="RAS")])
+    data = load(item)
+    assert data["image"].shape == data["label"].shape == (1, 16, 16, 8)
+    np.testing.assert_allclose(data["image"].affine.numpy(), data["label"].affine.numpy())
+    expected = read_seg(item["label"], item["image"], {"Liver": 1, "Portal vein": 3, "Abdominal aorta": 4, "Mass": 2})
+    raw = LoadImage(reader=DicomSeriesReader(), image_only=True)(item["label"])
+    np.testing.assert_array_equal(raw.numpy(), expected)
+    assert set(np.unique(data["label"].numpy())) >= {0, 1, 2}

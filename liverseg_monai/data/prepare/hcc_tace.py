@@ -33,14 +33,20 @@ from liverseg_monai.data.datalist import write_datalist
 from liverseg_monai.data.synth.lits import save_nifti
 from liverseg_monai.errors import InputError
 from liverseg_monai.io.atomic import atomic_write_text
-from liverseg_monai.io.dicom import SEGMENTATION_STORAGE, read_seg, read_series
+from liverseg_monai.io.dicom import (
+    HCC_TACE_OPTIONAL_SEGMENTS,
+    HCC_TACE_SEG_LABELS,
+    SEGMENTATION_STORAGE,
+    read_seg,
+    read_series,
+)
 
 logger = logging.getLogger(__name__)
 
-# output label -> the SEG segment label (painting order: the mass last)
-LABELS = {"Liver": 1, "Portal vein": 3, "Abdominal aorta": 4, "Mass": 2}
+# SEG segment label -> output label (painting order: the mass last)
+LABELS = HCC_TACE_SEG_LABELS
 LABEL_NAMES = {"0": "background", "1": "liver", "2": "tumor", "3": "portal vein", "4": "abdominal aorta"}
-OPTIONAL_SEGMENTS = ("Portal vein", "Abdominal aorta")
+OPTIONAL_SEGMENTS = HCC_TACE_OPTIONAL_SEGMENTS
 ID_COLUMNS = ("TCIA_ID", "patient_id", "PatientID", "Patient ID", "ID")
 _PEEK_TAGS = ["SOPClassUID", "Modality", "SeriesInstanceUID", "PatientID", "ReferencedSeriesSequence"]
 
