@@ -66,13 +66,28 @@ def _dicom_files(folder: Path) -> list[Path]:
 
 
 def _read_header(path: Path, stop_before_pixels: bool) -> Dataset | None:
-    """The dataset of ``path``, ``None`` when it is not a DICOM file at all (a note, a thumbnail)."""
+    """The dataset of ``path``, ``None`` when it is not a DICOM file at all (a note, a thumbnail).
+
+    Old files without the 128-byte preamble and file meta information (ACR-NEMA style, still
+    produced by some exporters) are read too when they hold a SOP Class UID.
+    """
     try:
         return pydicom.dcmread(path, stop_before_pixels=stop_before_pixels)
     except InvalidDicomError:
-        return None
+        pass
     except Exception as err:  # truncated or corrupt files raise many kinds of errors
         raise InputError(path, f"unreadable DICOM file ({type(err).__name__}: {err})") from None
+    try:
+        ds = pydicom.dcmread(path, stop_before_pixels=stop_before_pixels, force=True)
+        if "SOPClassUID" not in ds or "SOPInstanceUID" not in ds:
+            return None
+    except Exception:
+        return None
+    if "TransferSyntaxUID" not in ds.file_meta:  # needed to decode the pixels
+        implicit, little = ds.original_encoding
+        ds.file_meta.TransferSyntaxUID = (pydicom.uid.ImplicitVRLittleEndian if implicit else
+                                          ExplicitVRLittleEndian if little else pydicom.uid.ExplicitVRBigEndian)
+    return ds
 
 
 def _read_folder(folder: Path, stop_before_pixels: bool) -> list[tuple[Path, Dataset]]:
@@ -84,7 +99,17 @@ def _read_folder(folder: Path, stop_before_pixels: bool) -> list[tuple[Path, Dat
     return found
 
 
+_NON_IMAGE_MODALITIES = {"SEG", "SR", "RTSTRUCT", "PR", "KO", "REG", "DOC", "RTPLAN"}
+
+
+def _is_image(ds: Dataset) -> bool:
+    return str(ds.get("SOPClassUID", "")) != SEGMENTATION_STORAGE and ds.get("Modality") not in _NON_IMAGE_MODALITIES
+
+
 def _select_series(folder: Path, found: list[tuple[Path, Dataset]], series_uid: str | None) -> list[tuple[Path, Dataset]]:
+    images = [(p, ds) for p, ds in found if _is_image(ds)]
+    if images and series_uid is None:
+        found = images  # a SEG or report stored next to the slices is not part of the image series
     by_series: dict[str, list[tuple[Path, Dataset]]] = {}
     for path, ds in found:
         by_series.setdefault(str(ds.get("SeriesInstanceUID", "")), []).append((path, ds))

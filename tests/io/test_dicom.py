@@ -313,3 +313,22 @@ def test_dicom_series_reader_reads_image_folder_and_seg_label(tmp_path):
     raw = LoadImage(reader=DicomSeriesReader(), image_only=True)(item["label"])
     np.testing.assert_array_equal(raw.numpy(), expected)
     assert set(np.unique(data["label"].numpy())) >= {0, 1, 2}
+
+
+def test_files_without_preamble_and_a_seg_next_to_the_slices(tmp_path):
+    """ACR-NEMA style files (no preamble/meta) are read; a SEG stored among the slices is ignored."""
+    from liverseg_monai.io.dicom import write_seg
+
+    hu, _ = write_random_series(tmp_path / "s", "LPS")
+    expected, _, _ = read_series(tmp_path / "s")
+    for path in sorted((tmp_path / "s").iterdir())[:3]:
+        ds = pydicom.dcmread(path)
+        ds.preamble = None
+        del ds.file_meta
+        pydicom.dcmwrite(path, ds, enforce_file_format=False)
+        assert path.read_bytes()[128:132] != b"DICM"
+    write_seg(np.ones(SHAPE, np.uint8), tmp_path / "s", tmp_path / "seg.dcm", {1: "Liver"})
+    shutil.move(tmp_path / "seg.dcm", tmp_path / "s" / "zz_seg.dcm")
+    array, _, meta = read_series(tmp_path / "s")
+    np.testing.assert_array_equal(array, expected)
+    assert len(meta["files"]) == SHAPE[2]

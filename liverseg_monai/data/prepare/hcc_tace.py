@@ -182,7 +182,8 @@ def normalise_clinical(path: str | os.PathLike, patient_ids: list[str], required
 def _default_clinical(src: Path) -> Path | None:
     found = sorted(p for pattern in ("*clinical*.csv", "*clinical*.xlsx", "*Clinical*.csv", "*Clinical*.xlsx")
                    for p in src.rglob(pattern) if not p.name.startswith("."))
-    found = sorted(set(found), key=lambda p: (len(p.relative_to(src).parts), str(p)))
+    # CSV first (no extra reader needed), then the shallowest
+    found = sorted(set(found), key=lambda p: (p.suffix.lower() != ".csv", len(p.relative_to(src).parts), str(p)))
     return found[0] if found else None
 
 
