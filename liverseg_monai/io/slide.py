@@ -13,8 +13,9 @@ screen defaults are ignored as not being a microscope resolution), or OpenSlide'
 With none of them, :func:`open_slide` raises :class:`~liverseg_monai.errors.InputError` (pass
 ``mpp=`` or ``require_mpp=False``).
 
-Writing (:func:`write_pyramid`, :class:`SlideLabelWriter`): a tiled, compressed pyramidal OME-TIFF
-(level 0 plus SubIFD levels, each a factor 2 or 4 smaller) streamed tile by tile from a callback,
+Writing (:func:`write_pyramid`, :class:`SlideLabelWriter`): a tiled, compressed pyramidal TIFF
+(level 0 plus levels each a factor 2 or 4 smaller, as reduced-resolution pages that OpenSlide, MONAI's
+``WSIReader`` and cuCIM read, or as an OME-TIFF with SubIFDs) streamed tile by tile from a callback,
 a NumPy/``np.memmap`` array or a :class:`DiskArray`; the lower levels are built from row bands kept
 in temporary raw files, so memory stays bounded by a few tile rows whatever the slide size. Output
 files are written atomically.
@@ -687,9 +688,10 @@ def write_pyramid(
     min_size: int = 512,
     resample: str = "mean",
     description: dict | None = None,
+    layout: str = "pages",
     progress: bool = False,
 ) -> Path:
-    """Write a tiled pyramidal OME-TIFF, streaming tile by tile.
+    """Write a tiled pyramidal TIFF, streaming tile by tile.
 
     Args:
         path: output file (written atomically; ``.tif``/``.tiff``).
@@ -706,7 +708,12 @@ def write_pyramid(
         factor: downsample between levels (2 or 4).
         min_size: stop adding levels when the longer side is at most this.
         resample: ``"mean"`` (images) or ``"nearest"`` (label maps) for the lower levels.
-        description: extra JSON-serialisable entries, stored as JSON in the OME ``Image/Description``.
+        description: extra JSON-serialisable entries, stored as JSON in the OME ``Image/Description``
+            (``"ome"``) or the level-0 ``ImageDescription`` (``"pages"``).
+        layout: ``"ome"``: OME-TIFF, lower levels in SubIFDs, mpp in OME PhysicalSizeX/Y (Bio-Formats,
+            QuPath, tifffile); ``"pages"``: generic tiled TIFF, lower levels as reduced-resolution
+            pages in the main IFD chain, mpp in the resolution tags and a JSON ``ImageDescription``
+            (OpenSlide, MONAI ``WSIReader``, cuCIM, libvips). Both carry centimetre resolution tags.
         progress: show a tqdm bar.
 
     Memory: one row band of ``tile_size`` rows of level 0 plus one of each lower level.
@@ -803,16 +810,18 @@ def write_pyramid(
             "PhysicalSizeY": float(mpp),
             "PhysicalSizeYUnit": "µm",
         }
-        if description:
+        if layout not in ("ome", "pages"):
+            raise ValueError(f"layout must be 'ome' or 'pages', got {layout!r}")
+        if description and layout == "ome":
             metadata["Description"] = json.dumps(description)
         try:
             with atomic_path(path) as tmp:
-                with tifffile.TiffWriter(tmp, bigtiff=bigtiff, ome=True) as tif:
+                with tifffile.TiffWriter(tmp, bigtiff=bigtiff, ome=layout == "ome") as tif:
                     for level, (h, w) in enumerate(shapes):
                         ds = shape[1] / w
                         kw = dict(options, shape=(h, w, channels) if channels == 3 else (h, w))
                         res = (1e4 / (mpp * ds), 1e4 / (mpp * ds))
-                        if level == 0:
+                        if level == 0 and layout == "ome":
                             tif.write(
                                 level_tiles(0),
                                 subifds=len(shapes) - 1,
@@ -820,8 +829,11 @@ def write_pyramid(
                                 metadata=metadata,
                                 **kw,
                             )
+                        elif level == 0:
+                            desc = json.dumps({"mpp": float(mpp), **(description or {})})
+                            tif.write(level_tiles(0), resolution=res, description=desc, metadata=None, **kw)
                         else:
-                            tif.write(level_tiles(level), subfiletype=1, resolution=res, **kw)
+                            tif.write(level_tiles(level), subfiletype=1, resolution=res, metadata=None, **kw)
         finally:
             for s in stores:
                 s.close()
@@ -839,8 +851,9 @@ class SlideLabelWriter:
         shape: ``(H, W)`` of the label map (the inference level's size).
         mpp: microns per pixel of this label map (level-0 mpp times the level's downsample).
         tile_size: TIFF tile edge.
-        class_names: stored in the OME description for readers.
+        class_names: stored in the description for readers.
         dtype: uint8 (up to 256 classes) or uint16.
+        layout: ``"pages"`` or ``"ome"``, see :func:`write_pyramid`.
 
     Example:
         >>> import tempfile, os
@@ -859,8 +872,10 @@ class SlideLabelWriter:
         tile_size: int = 256,
         class_names: list[str] | tuple[str, ...] | None = None,
         dtype=np.uint8,
+        layout: str = "pages",
     ):
         self.path = Path(path)
+        self.layout = layout
         self.shape = (int(shape[0]), int(shape[1]))
         self.mpp = float(mpp)
         self.tile_size = tile_size
@@ -897,6 +912,7 @@ class SlideLabelWriter:
             compression="zlib",
             resample="nearest",
             description=extra,
+            layout=self.layout,
             progress=progress,
         )
 

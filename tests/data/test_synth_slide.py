@@ -37,19 +37,28 @@ def test_dataset_json_lists_slide_and_label(slide_dir):
 
 def test_tiff_is_tiled_pyramidal_with_mpp(slide_dir):
     with tifffile.TiffFile(slide_dir / "slide_0.tiff") as tif:
-        assert tif.is_ome
-        levels = tif.series[0].levels
-        assert [lv.shape for lv in levels] == [(1024, 1280, 3), (512, 640, 3), (256, 320, 3)]
-        page = levels[0].keyframe
+        # generic pyramidal TIFF: levels are reduced-resolution pages of the main IFD chain
+        assert [p.shape for p in tif.pages] == [(1024, 1280, 3), (512, 640, 3), (256, 320, 3)]
+        assert [p.subfiletype for p in tif.pages] == [0, 1, 1]
+        page = tif.pages[0]
         assert page.is_tiled and (page.tilelength, page.tilewidth) == (256, 256)
         assert page.compression == tifffile.COMPRESSION.JPEG
         num, den = page.tags["XResolution"].value
         assert page.tags["ResolutionUnit"].value == 3 and abs(1e4 / (num / den) - 0.5) < 1e-6
-        assert 'PhysicalSizeX="0.5"' in tif.ome_metadata
+        assert json.loads(page.description)["mpp"] == 0.5
     with tifffile.TiffFile(slide_dir / "slide_0_label.tiff") as tif:
-        page = tif.series[0].levels[0].keyframe
-        assert page.shape == (1024, 1280) and page.dtype == np.uint8
+        page = tif.pages[0]
+        assert page.shape == (1024, 1280) and page.dtype == np.uint8 and len(tif.pages) == 3
         assert page.compression in (tifffile.COMPRESSION.ADOBE_DEFLATE, tifffile.COMPRESSION.DEFLATE)
+
+
+def test_ome_layout(tmp_path):
+    synth_slide(tmp_path, seed=0, width=768, height=640, mpp=0.25, layout="ome", progress=False)
+    with tifffile.TiffFile(tmp_path / "slide_0.tiff") as tif:
+        assert tif.is_ome and 'PhysicalSizeX="0.25"' in tif.ome_metadata
+        assert [lv.shape for lv in tif.series[0].levels] == [(640, 768, 3), (320, 384, 3)]
+    with open_slide(tmp_path / "slide_0.tiff") as img, open_slide(tmp_path / "slide_0_label.tiff") as lab:
+        assert img.mpp == lab.mpp == 0.25 and len(img.levels) == len(lab.levels) == 2
 
 
 def test_labels_match_image(slide_dir):

@@ -110,6 +110,29 @@ def test_mpp_sources(tmp_path):
     assert open_slide(tmp_path / "d.tif", require_mpp=False).mpp is None
 
 
+def test_ome_subifd_layout(tmp_path):
+    img = _pattern(600, 520)
+    write_pyramid(tmp_path / "o.tiff", img, mpp=0.8, compression="zlib", layout="ome", min_size=300)
+    with tifffile.TiffFile(tmp_path / "o.tiff") as tif:
+        assert tif.is_ome and len(tif.pages) == 1 and len(tif.series[0].levels) == 2
+    with open_slide(tmp_path / "o.tiff") as s:
+        assert s.mpp == 0.8 and [lv.shape for lv in s.levels] == [(600, 520), (300, 260)]
+        np.testing.assert_array_equal(s.read_region(0, 0, 0, 600, 520), img)
+
+
+def test_pages_layout_reads_in_monai_wsireader(lossless):
+    """The default layout is a generic pyramidal TIFF that MONAI's WSIReader understands."""
+    from monai.data import WSIReader
+
+    path, img = lossless
+    reader = WSIReader(backend="tifffile", level=0)
+    wsi = reader.read(str(path))
+    assert reader.get_level_count(wsi) == 3 and reader.get_size(wsi, 1) == (350, 500)
+    assert reader.get_mpp(wsi, 0) == pytest.approx((0.25, 0.25))
+    patch, _ = reader.get_data(wsi, location=(100, 200), size=(64, 80), level=0)
+    np.testing.assert_array_equal(np.moveaxis(np.asarray(patch), 0, -1), img[100:164, 200:280])
+
+
 def test_stripped_tiff_and_separate_page_pyramid(tmp_path):
     img = _pattern(300, 400)
     tifffile.imwrite(

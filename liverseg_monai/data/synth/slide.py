@@ -5,8 +5,9 @@ Each slide is one or a few pieces of liver tissue (the procedural field of
 :func:`liverseg_monai.io.slide.write_pyramid`: nothing is held at full size, so a 20000 x 20000 slide
 takes bounded memory (and time proportional to its area; glass tiles are cheap). Per slide:
 
-- ``slide_K.tiff``: RGB, 256 x 256 JPEG tiles, levels by factors of 2, OME-XML PhysicalSizeX/Y and
-  resolution tags giving the microns per pixel (``mpp``);
+- ``slide_K.tiff``: RGB, 256 x 256 JPEG tiles, levels by factors of 2 (reduced-resolution pages, or
+  SubIFDs with ``layout="ome"``), resolution tags and a JSON ``ImageDescription`` (or OME-XML
+  PhysicalSizeX/Y) giving the microns per pixel (``mpp``);
 - ``slide_K_label.tiff``: uint8 class indices of :data:`~liverseg_monai.data.synth.histo.HISTO_CLASSES`,
   same geometry, deflate-compressed, nearest-neighbour levels;
 - ``dataset.json`` with the slides under ``testing`` (``{"image": "slide_0.tiff", "label":
@@ -126,6 +127,7 @@ def synth_slide(
     tile_size: int = 256,
     quality: int = 90,
     region_um: float = 250.0,
+    layout: str = "pages",
     progress: bool = True,
 ) -> Path:
     """Write ``n`` synthetic pyramidal H&E slides with label slides and a ``dataset.json``.
@@ -139,6 +141,9 @@ def synth_slide(
         tile_size: TIFF tile edge.
         quality: JPEG quality of the RGB slide.
         region_um: size of the lobule / portal-tract regions in microns.
+        layout: ``"pages"`` (generic pyramidal TIFF: OpenSlide, MONAI ``WSIReader``, cuCIM) or
+            ``"ome"`` (OME-TIFF with SubIFDs: Bio-Formats, QuPath), see
+            :func:`liverseg_monai.io.slide.write_pyramid`.
         progress: show progress bars.
     """
     out = Path(out)
@@ -171,11 +176,12 @@ def synth_slide(
                 compression="jpeg",
                 quality=quality,
                 description={"synthetic": "liverseg_monai.data.synth.slide", "seed": seed, "index": k},
+                layout=layout,
                 progress=progress,
             )
             labels.flush()
             SlideLabelWriter(
-                out / label_rel, (height, width), mpp, tile_size, class_names=HISTO_CLASSES
+                out / label_rel, (height, width), mpp, tile_size, class_names=HISTO_CLASSES, layout=layout
             ).write(labels, progress=progress)
         finally:
             labels.close()
