@@ -48,6 +48,7 @@ __all__ = [
     "SlideResult",
     "TissueIndex",
     "compare_label_slides",
+    "evaluate_slides",
     "infer_slide",
     "iter_patches",
     "patch_starts",
@@ -675,3 +676,37 @@ def compare_label_slides(
             idx = b[keep].astype(np.int64) * num_classes + a[keep]
             cm += np.bincount(idx, minlength=num_classes**2).reshape(num_classes, num_classes)
     return cm
+
+
+def evaluate_slides(
+    pred_dir: str | os.PathLike,
+    items: Sequence[dict],
+    output_dir: str | os.PathLike,
+    class_names: Sequence[str],
+) -> dict:
+    """Compare ``<pred_dir>/<stem>_label.tiff`` with each item's ``label`` slide; write the report.
+
+    Writes ``per_case.csv``, ``confusion_matrix.csv`` and ``summary.json`` (per-class IoU/Dice, pixel
+    accuracy) into ``output_dir`` with :func:`liverseg_monai.metrics.segmentation.write_segmentation_report`.
+
+    Args:
+        pred_dir: where :func:`run_slide_inference` wrote the label slides.
+        items: datalist items with ``image`` and ``label`` (absolute paths, e.g. from ``load_datalist``).
+        output_dir: report folder.
+        class_names: the class names, index order.
+
+    Raises:
+        InputError: naming a missing prediction or a label slide with no level of the prediction's size.
+    """
+    from liverseg_monai.errors import InputError
+    from liverseg_monai.metrics.segmentation import write_segmentation_report
+
+    matrices, names = [], []
+    for item in items:
+        stem = slide_stem(item["image"])
+        pred = Path(pred_dir) / f"{stem}_label.tiff"
+        if not pred.is_file():
+            raise InputError(pred, f"no prediction for {item['image']}; run inference first")
+        matrices.append(compare_label_slides(pred, item["label"], len(class_names)))
+        names.append(stem)
+    return write_segmentation_report(output_dir, np.stack(matrices), class_names, names)

@@ -15,6 +15,7 @@ import torch
 from liverseg_monai.inferers.slide import (
     TissueIndex,
     compare_label_slides,
+    evaluate_slides,
     infer_slide,
     iter_patches,
     patch_starts,
@@ -197,6 +198,16 @@ def test_low_resolution_output_and_network(slide_path, tmp_path):
     with open_slide(tmp_path / "run" / "disc_label.tiff") as lab:
         got = lab.read_region(0, 0, 0, 900, 1100)[..., 0]
     assert set(np.unique(got)) == {0, 2} and got[450, 550] == 2
+
+    # evaluation against a reference label slide: the run's own output is a perfect reference
+    item = {"image": str(slide_path), "label": str(tmp_path / "run" / "disc_label.tiff")}
+    summary = evaluate_slides(tmp_path / "run", [item], tmp_path / "eval", ["glass", "a", "b", "c"])
+    assert summary["n_cases"] == 1 and summary["pixel_accuracy"] == 1.0
+    assert sorted(p.name for p in (tmp_path / "eval").iterdir()) == [
+        "confusion_matrix.csv",
+        "per_case.csv",
+        "summary.json",
+    ]
 
 
 MEMORY_SCRIPT = textwrap.dedent(
