@@ -2,9 +2,9 @@
 
 Reading (:func:`open_slide`) never loads a full level: :meth:`Slide.read_region` decodes only the
 TIFF tiles (or strips) that overlap the region, with a small LRU cache of decoded tiles. TIFF-based
-slides (pyramidal OME-TIFF with SubIFDs, Aperio SVS, Hamamatsu NDPI, generic tiled TIFF, ImageJ
-TIFF) are read with tifffile; other formats (MIRAX, Philips, ...) with OpenSlide when
-``openslide-python`` is installed.
+slides (generic pyramidal tiled TIFF, OME-TIFF with SubIFDs, Aperio SVS, ImageJ TIFF, and the other
+TIFF flavours whose tiles tifffile decodes) are read with tifffile; other formats (MIRAX, Philips,
+...) with OpenSlide when ``openslide-python`` is installed (not a dependency; untested here).
 
 Microns per pixel at level 0 (``Slide.mpp``) comes from, in order: the ``mpp=`` override, OME-XML
 ``PhysicalSizeX``, the Aperio ``MPP =`` description entry, a JSON description with ``"mpp"``, ImageJ
@@ -32,7 +32,6 @@ import os
 import re
 import tempfile
 import threading
-import warnings
 import xml.etree.ElementTree as ET
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
@@ -915,8 +914,3 @@ class SlideLabelWriter:
             layout=self.layout,
             progress=progress,
         )
-
-
-def warn_no_tissue(path: str | os.PathLike) -> None:
-    """The documented graceful result for a slide without tissue: a warning (and an empty label map)."""
-    warnings.warn(f"{path}: no tissue found; writing an empty (all background) label map", stacklevel=3)
