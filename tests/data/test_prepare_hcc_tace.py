@@ -80,14 +80,17 @@ def test_clinical_csv(prepared):
     assert all(r["BCLC"] for r in rows)
 
 
-def test_seed_changes_the_split_only(raw, tmp_path):
-    splits = set()
-    for seed in range(4):
-        prepare_hcc_tace(raw, tmp_path / f"s{seed}", seed=seed)
-        splits.add(tuple(it["patient_id"] for it in load_datalist(tmp_path / f"s{seed}", "validation")))
-    assert len(splits) > 1
+def test_seed_changes_the_split_only(raw, prepared, tmp_path):
+    from liverseg_monai.data.prepare.hcc_tace import split_patients
+
+    ids = [f"HCC_{i:03d}" for i in range(1, 11)]
+    splits = {tuple(split_patients(ids, seed)["validation"]) for seed in range(5)}
+    assert len(splits) > 1 and all(len(s) == 2 for s in splits)
     prepare_hcc_tace(raw, tmp_path / "again", seed=0)
-    assert (tmp_path / "again" / "dataset.json").read_text() == (tmp_path / "s0" / "dataset.json").read_text()
+    assert (tmp_path / "again" / "dataset.json").read_text() == (prepared / "dataset.json").read_text()
+    for sub in ("imagesTr", "labelsTr"):
+        for path in (prepared / sub).iterdir():
+            assert (tmp_path / "again" / sub / path.name).read_bytes() == path.read_bytes()
 
 
 def test_real_tcia_folder_names_and_cli_clinical_option(raw, prepared, tmp_path):
