@@ -15,7 +15,9 @@ MONAI bundles, inferers and TorchScript export expect::
     out = net(torch.rand(2, 3, 256, 256))   # [2, 2, 256, 256]
     labels, scores = out[:, 0], out[:, 1]    # instance ids (0 = background) and each pixel's instance score
 
-Training calls the detector directly: ``net.detector(list_of_images, targets)`` returns the loss dict.
+Training passes targets (torchvision format, one dict per image with boxes, labels, masks):
+``net(images, targets)`` (in train mode) returns the detector's losses as a vector in ``LOSS_NAMES``
+order, so the call goes through ``DistributedDataParallel`` like any forward.
 """
 
 from __future__ import annotations
@@ -27,11 +29,14 @@ from torch import Tensor, nn
 from torchvision.models import resnet
 from torchvision.models.detection import MaskRCNN
 from torchvision.models.detection.anchor_utils import AnchorGenerator
-from torchvision.models.detection.backbone_utils import _resnet_fpn_extractor
+from torchvision.models.detection.backbone_utils import BackboneWithFPN, _resnet_fpn_extractor
+from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
+from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
 from torchvision.models.detection.transform import GeneralizedRCNNTransform
+from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
+LOSS_NAMES = ["loss_classifier", "loss_box_reg", "loss_mask", "loss_objectness", "loss_rpn_box_reg"]
 RESNETS = {18: resnet.resnet18, 34: resnet.resnet34, 50: resnet.resnet50, 101: resnet.resnet101}
-NORMS = {"batch": nn.BatchNorm2d, "group": None, "frozen": None}
 
 
 class NoResizeTransform(GeneralizedRCNNTransform):
@@ -51,11 +56,14 @@ def _group_norm(channels: int) -> nn.GroupNorm:
     return nn.GroupNorm(min(32, channels // 4), channels)
 
 
-def resnet_fpn_backbone(depth: int = 50, norm: str = "batch", trainable_layers: int = 5) -> nn.Module:
-    """A randomly initialised ResNet-FPN backbone (256 channels per pyramid level).
+def resnet_fpn_backbone(
+    depth: int = 50, norm: str = "batch", trainable_layers: int = 5, fpn_channels: int = 256
+) -> BackboneWithFPN:
+    """A randomly initialised ResNet-FPN backbone (``fpn_channels`` per pyramid level, P2-P5 + pool).
 
     Args:
         depth: ResNet depth, one of 18, 34, 50, 101.
+        fpn_channels: feature channels of every pyramid level (torchvision's default is 256).
         norm: ``"batch"`` (trainable BatchNorm, the right choice from scratch), ``"group"`` (GroupNorm,
             for batch size 1) or ``"frozen"`` (torchvision's FrozenBatchNorm, only with loaded weights).
         trainable_layers: ResNet stages left trainable (5 = all).
@@ -73,13 +81,23 @@ def resnet_fpn_backbone(depth: int = 50, norm: str = "batch", trainable_layers: 
     else:
         raise ValueError(f"norm must be 'batch', 'group' or 'frozen', got {norm!r}")
     body = RESNETS[depth](weights=None, norm_layer=norm_layer)
-    return _resnet_fpn_extractor(body, trainable_layers)
+    fpn = _resnet_fpn_extractor(body, trainable_layers)
+    if fpn_channels == fpn.out_channels:
+        return fpn
+    stage_channels = [body.inplanes // 8 * 2 ** i for i in range(4)]  # C2..C5 of this ResNet
+    return BackboneWithFPN(
+        body, {f"layer{i + 1}": str(i) for i in range(4)}, stage_channels, fpn_channels,
+        extra_blocks=LastLevelMaxPool(),
+    )
 
 
 def maskrcnn_resnet_fpn(
     depth: int = 50,
     num_classes: int = 2,
     norm: str = "batch",
+    fpn_channels: int = 256,
+    representation_size: int = 1024,
+    mask_head_channels: Sequence[int] = (256, 256, 256, 256),
     anchor_sizes: Sequence[int] = (8, 16, 32, 64, 128),
     aspect_ratios: Sequence[float] = (0.5, 1.0, 2.0),
     image_mean: Sequence[float] = (0.485, 0.456, 0.406),
@@ -100,6 +118,9 @@ def maskrcnn_resnet_fpn(
         depth: ResNet depth (18, 34, 50, 101).
         num_classes: classes including background (2: background, droplet).
         norm: backbone normalisation, see :func:`resnet_fpn_backbone`.
+        fpn_channels: channels of the feature pyramid (256 in the paper's Mask R-CNN; fewer is faster).
+        representation_size: width of the box head's two fully connected layers (1024 by default).
+        mask_head_channels: channels of the mask head's 3x3 convolutions (four of 256 by default).
         anchor_sizes: one anchor size in pixels per pyramid level (P2..P6); droplets span about
             5-60 µm, so 8-128 px at 0.5 µm/px.
         aspect_ratios: anchor aspect ratios (elliptical droplets).
@@ -110,15 +131,24 @@ def maskrcnn_resnet_fpn(
         box_detections_per_img: the most droplets returned per image.
         box_score_thresh, box_nms_thresh: detection score threshold and box NMS IoU in the ROI heads.
     """
-    backbone = resnet_fpn_backbone(depth, norm)
+    backbone = resnet_fpn_backbone(depth, norm, fpn_channels=fpn_channels)
+    roi_size = 7
+    box_head = TwoMLPHead(fpn_channels * roi_size**2, representation_size)
+    box_predictor = FastRCNNPredictor(representation_size, num_classes)
+    mask_head = MaskRCNNHeads(fpn_channels, list(mask_head_channels), 1)
+    mask_predictor = MaskRCNNPredictor(mask_head_channels[-1], mask_head_channels[-1], num_classes)
     anchors = AnchorGenerator(
         sizes=tuple((int(s),) for s in anchor_sizes),
         aspect_ratios=(tuple(float(a) for a in aspect_ratios),) * len(anchor_sizes),
     )
     model = MaskRCNN(
         backbone,
-        num_classes=num_classes,
+        num_classes=None,
         rpn_anchor_generator=anchors,
+        box_head=box_head,
+        box_predictor=box_predictor,
+        mask_head=mask_head,
+        mask_predictor=mask_predictor,
         rpn_batch_size_per_image=rpn_batch_size_per_image,
         rpn_pre_nms_top_n_train=rpn_pre_nms_top_n_train,
         rpn_post_nms_top_n_train=rpn_post_nms_top_n_train,
@@ -174,7 +204,8 @@ class MaskRCNNInstanceNet(nn.Module):
         mask_threshold: mask probability above which a pixel belongs to an instance.
         **detector_args: passed on to :func:`maskrcnn_resnet_fpn` (anchors, sampling sizes, norm...).
 
-    Input: ``[B, 3, H, W]`` float RGB in [0, 1] (any H, W; padded internally to a multiple of 32).
+    Input: ``[B, 3, H, W]`` float RGB in [0, 1] (any H, W; padded internally to a multiple of 32), and in
+    training ``targets`` (see the module docstring), which makes the output the loss vector.
     Output: ``[B, 2, H, W]`` float: channel 0 instance ids (0 background, 1.. by decreasing score),
     channel 1 the score of the instance covering each pixel (0 on background).
     """
@@ -201,7 +232,14 @@ class MaskRCNNInstanceNet(nn.Module):
             detections = self.detector(batch)
         return detections
 
-    def forward(self, images: Tensor) -> Tensor:
+    def forward(self, images: Tensor, targets: list[dict[str, Tensor]] | None = None) -> Tensor:
+        if targets is not None:  # training: the detector's losses, in LOSS_NAMES order
+            batch = [images[i] for i in range(images.shape[0])]
+            if torch.jit.is_scripting():
+                losses, _ = self.detector(batch, targets)
+            else:
+                losses = self.detector(batch, targets)
+            return torch.stack([losses[k] for k in LOSS_NAMES])
         detections = self.detect(images)
         return detections_to_maps(
             detections, images.shape[-2], images.shape[-1], self.score_threshold, self.mask_threshold
