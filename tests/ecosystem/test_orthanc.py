@@ -1,0 +1,70 @@
+"""DICOM round trip through a real Orthanc server over DICOMweb, with a bundle's inference in between.
+
+synthetic CT series --STOW-RS--> Orthanc --WADO-RS--> folder --bundle inference--> label map
+--write_seg (references the series)--> DICOM-SEG --STOW-RS--> Orthanc --QIDO/WADO-RS--> read_seg == label map
+
+The checkpoint is randomly initialised (``init_random_weights``): this checks the plumbing (geometry,
+UIDs, transfer, SEG encoding), not segmentation quality, which the bundle tests cover.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+from liverseg_monai.data.synth.hcc import synth_hcc
+from liverseg_monai.ecosystem.bundles import init_random_weights, run_bundle
+from liverseg_monai.ecosystem.orthanc import retrieve_series, search_series, stow, tag_value
+from liverseg_monai.io.dicom import read_seg, read_series, referenced_series_uids, to_series_grid, write_seg
+
+REPO = Path(__file__).resolve().parents[2]
+STUDY_UID, SERIES_UID, MODALITY = "0020000D", "0020000E", "00080060"
+
+
+def _ct_series_folder(dataset_json: Path) -> Path:
+    item = json.loads(dataset_json.read_text())["training"][0]
+    return dataset_json.parent / item["image"]
+
+
+def test_series_round_trip_through_orthanc(orthanc, tmp_path: Path) -> None:
+    source = _ct_series_folder(synth_hcc(tmp_path / "synth", seed=3, n=1, size=(32, 32, 16), extra_series=False))
+    n_files = len(list(source.glob("*.dcm")))
+    assert len(stow(orthanc.dicomweb_url, [source])) == n_files
+
+    found = search_series(orthanc.dicomweb_url, Modality="CT")
+    assert len(found) == 1
+    study_uid, series_uid = tag_value(found[0], STUDY_UID), tag_value(found[0], SERIES_UID)
+
+    back = tmp_path / "dataset" / "series"
+    assert len(retrieve_series(orthanc.dicomweb_url, study_uid, series_uid, back)) == n_files
+    array_src, affine_src, _ = read_series(source)
+    array_back, affine_back, meta = read_series(back)
+    np.testing.assert_array_equal(array_back, array_src)
+    np.testing.assert_allclose(affine_back, affine_src, atol=1e-4)
+    assert meta["series_instance_uid"] == series_uid
+
+    # the liver CT bundle on the retrieved series folder (ct_reader reads DICOM folders)
+    bundle = shutil.copytree(REPO / "bundles" / "liver_ct_unet_segmentation", tmp_path / "bundle")
+    init_random_weights(bundle, seed=0)
+    (tmp_path / "dataset" / "dataset.json").write_text(json.dumps({"testing": [{"image": "series"}]}))
+    out = tmp_path / "infer"
+    run_bundle(bundle, ["configs/inference.json"], dataset_dir=tmp_path / "dataset", output_dir=out,
+               spatial_size="[64,64]")
+    (pred_path,) = out.glob("*_seg.nii.gz")
+    pred = nib.load(pred_path)
+    label = to_series_grid(np.asarray(pred.dataobj), pred.affine, back).astype(np.uint8)
+    assert label.shape == array_back.shape
+    assert set(np.unique(label).tolist()) <= {0, 1}
+
+    seg_path = write_seg(label, back, tmp_path / "pred_seg.dcm", {1: "Liver"})
+    assert referenced_series_uids(seg_path) == [series_uid]
+    assert len(stow(orthanc.dicomweb_url, [seg_path])) == 1
+
+    segs = search_series(orthanc.dicomweb_url, Modality="SEG", StudyInstanceUID=study_uid)
+    assert len(segs) == 1 and tag_value(segs[0], MODALITY) == "SEG"
+    (seg_back,) = retrieve_series(orthanc.dicomweb_url, study_uid, tag_value(segs[0], SERIES_UID), tmp_path / "seg_back")
+    np.testing.assert_array_equal(read_seg(seg_back, back, {"Liver": 1}), label)
