@@ -261,3 +261,22 @@ def test_prepare_missing_source(tmp_path):
     with pytest.raises(InputError, match="no DICOM CT series"):
         prepare_hcc_tace(tmp_path / "empty", tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_gantry_tilt_and_slice_size(tmp_path):
+    paths = series(tmp_path / "tilt")
+    for k, path in enumerate(paths):  # shear the stack: each slice shifted 1 mm along y
+        ds = pydicom.dcmread(path)
+        pos = [float(v) for v in ds.ImagePositionPatient]
+        ds.ImagePositionPatient = [pos[0], pos[1] + k * 1.0, pos[2]]
+        ds.save_as(path)
+    with pytest.raises(InputError, match="gantry tilt"):
+        read_series(tmp_path / "tilt")
+
+    paths = series(tmp_path / "size")
+    ds = pydicom.dcmread(paths[2])
+    ds.Rows = ds.Rows - 1
+    ds.save_as(paths[2])
+    with pytest.raises(InputError, match="slice size") as err:
+        read_series(tmp_path / "size")
+    assert paths[2].name in str(err.value)
