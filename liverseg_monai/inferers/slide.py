@@ -351,9 +351,10 @@ def infer_slide(
         overlay_path: PNG to write (None: none).
         areas_path: CSV to write (None: none).
         thumbnail_size: longer side of the thumbnail used for tissue detection and the overlay.
-        strip_width: width of the vertical strips processed one after the other (bounds memory).
+        strip_width: width of the vertical strips processed one after the other (bounds memory;
+            at least ``patch_size``).
         background_class: label of pixels no patch predicted (glass).
-        mpp: microns per pixel at level 0 when the file lacks it.
+        mpp: microns per pixel at level 0 when the file lacks it (when ``slide`` is a path).
         device: device for a network ``predict_fn``.
         progress: tqdm progress bar.
 
@@ -379,7 +380,8 @@ def infer_slide(
         mask = tissue_mask(thumb) if tissue_threshold > 0 else None
         weight = _weight_map(P, blend)
         stride = max(1, int(round(P * (1 - overlap))))
-        strips = [(x0, min(x0 + strip_width, W)) for x0 in range(0, W, max(strip_width, stride))]
+        strip_width = max(int(strip_width), P)
+        strips = [(x0, min(x0 + strip_width, W)) for x0 in range(0, W, strip_width)]
         n_total = len(patch_starts(H, P, stride)) * len(patch_starts(W, P, stride))
         todo = [
             list(iter_patches(slide, level, P, overlap, mask, tissue_threshold, columns=s)) for s in strips
