@@ -764,7 +764,7 @@ def write_seg(
     label_map: np.ndarray,
     series_folder: str | os.PathLike,
     out_path: str | os.PathLike,
-    segment_names: Mapping[int, str],
+    segment_names: Mapping[int, str] | Sequence[str],
     **options,
 ) -> Path:
     """Write a label map on a series' voxel grid as a binary DICOM-SEG that references the series.
@@ -775,7 +775,8 @@ def write_seg(
         series_folder: the source CT series.
         out_path: the ``.dcm`` file to write (atomically).
         segment_names: label value -> segment label, for example ``{1: "Liver", 2: "Mass"}``; every
-            non-zero value in ``label_map`` must be named. Segments are numbered in this order.
+            non-zero value in ``label_map`` must be named. Segments are numbered in this order. A
+            plain sequence ``["Liver", "Mass"]`` names the values 1, 2, ...
         options: see :func:`write_seg_masks` (algorithm name/version, ``manual``, ``uid_entropy``).
 
     ``read_seg(out_path, series_folder, {name: value for value, name in segment_names.items()})``
@@ -784,6 +785,8 @@ def write_seg(
     label_map = np.asarray(label_map)
     if label_map.ndim == 4 and label_map.shape[0] == 1:
         label_map = label_map[0]
+    if not isinstance(segment_names, Mapping):
+        segment_names = {value: str(name) for value, name in enumerate(segment_names, start=1)}
     unnamed = sorted(set(np.unique(label_map).tolist()) - {0} - set(int(v) for v in segment_names))
     if unnamed:
         raise ValueError(f"label values {unnamed} have no entry in segment_names")

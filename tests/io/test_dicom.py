@@ -205,6 +205,10 @@ def test_write_seg_read_seg_identity(tmp_path, direction):
     assert segment_labels(out) == {1: "Mass", 2: "Abdominal aorta", 3: "Liver", 4: "Portal vein"}
     back = read_seg(out, tmp_path / "ct", {name: value for value, name in names.items()})
     np.testing.assert_array_equal(back, label)
+    # a plain list names the values 1, 2, ...
+    listed = write_seg(label, tmp_path / "ct", tmp_path / "listed.dcm", ["Liver", "Mass", "Portal vein", "Aorta"])
+    assert segment_labels(listed) == {1: "Liver", 2: "Mass", 3: "Portal vein", 4: "Aorta"}
+    np.testing.assert_array_equal(read_seg(listed, tmp_path / "ct", {"liver": 1, "mass": 2, "pv": 3, "aorta": 4}), label)
     assert not [p for p in (tmp_path / "seg").iterdir() if p.name != "seg.dcm"]  # no temporary files left
 
     seg = pydicom.dcmread(out)
