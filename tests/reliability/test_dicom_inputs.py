@@ -192,6 +192,9 @@ def test_prepare_seg_referencing_a_missing_series(hcc_raw, tmp_path):
         prepare_hcc_tace(src, tmp_path / "out")
     assert str(seg) in str(err.value)
     assert not (tmp_path / "out").exists()
+    with pytest.warns(UserWarning, match="patient HCC_003 left out"):
+        prepare_hcc_tace(src, tmp_path / "out", skip_incomplete=True)
+    assert sorted(p.name for p in (tmp_path / "out" / "labelsTr").iterdir()) == ["HCC_001.nii.gz", "HCC_002.nii.gz"]
 
 
 def test_prepare_seg_of_another_patients_series(hcc_raw, tmp_path):

@@ -194,6 +194,26 @@ def split_patients(patient_ids: list[str], seed: int, val_fraction: float = 0.2,
     return {"validation": sorted(order[:n_val]), "training": sorted(order[n_val:])}
 
 
+def _convert_patient(pid: str, segs: list[Path], series: dict[str, dict], stage: Path) -> None:
+    """Write ``stage/imagesTr/<pid>.nii.gz`` and ``stage/labelsTr/<pid>.nii.gz`` from the patient's SEG."""
+    seg = segs[0]
+    if len(segs) > 1:
+        warnings.warn(f"{seg}: patient {pid} has {len(segs)} SEGs; using this one", stacklevel=3)
+    refs = pydicom.dcmread(seg, stop_before_pixels=True).get("ReferencedSeriesSequence", [])
+    if not refs:
+        raise InputError(seg, "has no ReferencedSeriesSequence: cannot tell which CT series it segments")
+    uid = str(refs[0].SeriesInstanceUID)
+    folder = _find_series(uid, seg, series, pid)
+    image, affine, meta = read_series(folder, series_uid=uid)
+    if meta["patient_id"] and _norm_id(meta["patient_id"]) != _norm_id(pid):
+        raise InputError(seg, f"belongs to patient {pid} but references a series of patient {meta['patient_id']}")
+    label = read_seg(seg, folder, LABELS, optional=OPTIONAL_SEGMENTS, series_uid=uid)
+    if not (label == LABELS["Liver"]).any():
+        raise InputError(seg, "the Liver segment is empty")
+    save_nifti(stage / "imagesTr" / f"{pid}.nii.gz", np.clip(np.rint(image), -32768, 32767), affine, np.int16)
+    save_nifti(stage / "labelsTr" / f"{pid}.nii.gz", label, affine, np.uint8)
+
+
 def prepare_hcc_tace(
     src: str | os.PathLike,
     out: str | os.PathLike,
@@ -215,7 +235,8 @@ def prepare_hcc_tace(
         val_fraction: fraction of patients for validation.
         n_folds: training items carry ``fold = index % n_folds``.
         required_columns: clinical columns that must exist besides the identifier.
-        skip_incomplete: skip (with a warning) patients without a SEG instead of raising.
+        skip_incomplete: leave out (with a warning) patients without a SEG or whose series or SEG
+            fails the checks, instead of raising.
 
     Returns:
         the path of ``out/dataset.json``.
@@ -251,23 +272,19 @@ def prepare_hcc_tace(
     out.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(prefix=".prepare-hcc-tace-", dir=out))
     try:
+        converted = []
         for pid in tqdm(patients, desc="prepare hcc-tace"):
-            seg = segs[pid][0]
-            if len(segs[pid]) > 1:
-                warnings.warn(f"{seg}: patient {pid} has {len(segs[pid])} SEGs; using this one", stacklevel=2)
-            refs = pydicom.dcmread(seg, stop_before_pixels=True).get("ReferencedSeriesSequence", [])
-            if not refs:
-                raise InputError(seg, "has no ReferencedSeriesSequence: cannot tell which CT series it segments")
-            uid = str(refs[0].SeriesInstanceUID)
-            folder = _find_series(uid, seg, series, pid)
-            image, affine, meta = read_series(folder, series_uid=uid)
-            if meta["patient_id"] and _norm_id(meta["patient_id"]) != _norm_id(pid):
-                raise InputError(seg, f"belongs to patient {pid} but references a series of patient {meta['patient_id']}")
-            label = read_seg(seg, folder, LABELS, optional=OPTIONAL_SEGMENTS, series_uid=uid)
-            if not (label == LABELS["Liver"]).any():
-                raise InputError(seg, "the Liver segment is empty")
-            save_nifti(stage / "imagesTr" / f"{pid}.nii.gz", np.clip(np.rint(image), -32768, 32767), affine, np.int16)
-            save_nifti(stage / "labelsTr" / f"{pid}.nii.gz", label, affine, np.uint8)
+            try:
+                _convert_patient(pid, segs[pid], series, stage)
+            except InputError as err:
+                if not skip_incomplete:
+                    raise
+                warnings.warn(f"{err} (patient {pid} left out)", stacklevel=2)
+                continue
+            converted.append(pid)
+        if not converted:
+            raise InputError(src, "no patient could be converted (see the warnings above)")
+        patients = converted
 
         split = split_patients(patients, seed, val_fraction, n_folds)
         case = lambda p: {"image": f"imagesTr/{p}.nii.gz", "label": f"labelsTr/{p}.nii.gz", "patient_id": p}  # noqa: E731
