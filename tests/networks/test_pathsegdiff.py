@@ -1,0 +1,146 @@
+"""PathSegDiff network parts: decoder features, frozen extractor, condition encoder, segmenter, tracing."""
+
+import pytest
+import torch
+import torchvision
+from monai.networks.nets import AutoencoderKL, DiffusionModelUNet
+from monai.networks.schedulers import DDPMScheduler
+
+from liverseg_monai.networks.blocks.seg_head import ConvSegmentationHead
+from liverseg_monai.networks.pathsegdiff import (
+    ConditionedLatentDiffusion,
+    PathSegDiffFeatureExtractor,
+    PathSegDiffSegmenter,
+    SSLConditionEncoder,
+    unet_decoder_features,
+)
+
+
+def parts(seed=0, unet_channels=(16, 32), context_dim=32):
+    torch.manual_seed(seed)
+    ae = AutoencoderKL(spatial_dims=2, in_channels=3, out_channels=3, channels=(8, 16), latent_channels=4,
+                       num_res_blocks=1, attention_levels=(False, False), norm_num_groups=8,
+                       with_encoder_nonlocal_attn=False, with_decoder_nonlocal_attn=False)
+    unet = DiffusionModelUNet(spatial_dims=2, in_channels=4, out_channels=4, channels=unet_channels,
+                              attention_levels=(False,) + (True,) * (len(unet_channels) - 1), num_res_blocks=1,
+                              norm_num_groups=8, num_head_channels=16, with_conditioning=True,
+                              cross_attention_dim=context_dim)
+    cond = SSLConditionEncoder(torchvision.models.resnet18(weights=None), context_dim)
+    return ae, ConditionedLatentDiffusion(unet, cond)
+
+
+def test_decoder_features_reproduce_the_unet_forward():
+    _, ldm = parts(unet_channels=(16, 32, 32))
+    ldm.eval()
+    z, t = torch.randn(2, 4, 16, 16), torch.tensor([3, 700])
+    ctx = torch.randn(2, 1, 32)
+    feats = unet_decoder_features(ldm.unet, z, t, ctx)
+    assert [f.shape[1:] for f in feats] == [(32, 8, 8), (32, 16, 16), (16, 16, 16)]
+    with torch.no_grad():
+        torch.testing.assert_close(ldm.unet.out(feats[-1]), ldm.unet(z, t, context=ctx))
+
+
+@pytest.mark.parametrize("size", [(32, 32), (36, 44)])
+def test_extractor_shape_determinism_and_freezing(size):
+    ae, ldm = parts()
+    ex = PathSegDiffFeatureExtractor(ae, ldm, timestep=50)
+    assert ex.out_channels == 32 + 16 and ex.size_divisor == 4
+    x = torch.rand(2, 3, *size)
+    f1, f2 = ex(x), ex(x)
+    assert f1.shape == (2, 48, *size)
+    torch.testing.assert_close(f1, f2)  # fixed noise pattern: deterministic features
+    assert not any(p.requires_grad for p in ex.parameters())
+    ex.train()
+    assert not ex.training and not ldm.condition_encoder.backbone.training
+    # a batch item's features do not depend on the other items
+    torch.testing.assert_close(ex(x[:1]), f1[:1], rtol=1e-4, atol=1e-5)
+
+
+def test_levels_timestep_and_conditioning_change_the_features():
+    ae, ldm = parts()
+    x = torch.rand(1, 3, 32, 32)
+    coarse = PathSegDiffFeatureExtractor(ae, ldm, levels=[0])
+    assert coarse.out_channels == 32 and coarse(x).shape == (1, 32, 32, 32)
+    with pytest.raises(ValueError, match="levels"):
+        PathSegDiffFeatureExtractor(ae, ldm, levels=[2])
+    with pytest.raises(ValueError, match="timestep"):
+        PathSegDiffFeatureExtractor(ae, ldm, timestep=1000)
+    a = PathSegDiffFeatureExtractor(ae, ldm, timestep=10)(x)
+    b = PathSegDiffFeatureExtractor(ae, ldm, timestep=900)(x)
+    assert not torch.allclose(a, b)
+    # the self-supervised embedding reaches the features through cross-attention (whose output
+    # projection MONAI initialises to zero, so give it weights first)
+    with torch.no_grad():
+        for name, p in ldm.unet.named_parameters():
+            if "proj_out" in name:
+                p.normal_(0, 0.2)
+    a = PathSegDiffFeatureExtractor(ae, ldm, timestep=10)(x)
+    with torch.no_grad():
+        ldm.condition_encoder.projection.weight.mul_(5.0)
+    c = PathSegDiffFeatureExtractor(ae, ldm, timestep=10)(x)
+    assert not torch.allclose(a, c)
+
+
+def test_noising_follows_the_ddpm_schedule():
+    ae, ldm = parts()
+    sched = DDPMScheduler(num_train_timesteps=1000, schedule="scaled_linear_beta", beta_start=0.0015, beta_end=0.0195)
+    ex = PathSegDiffFeatureExtractor(ae, ldm, timestep=300, scheduler=sched)
+    abar = float(sched.alphas_cumprod[300])
+    assert ex.signal_coef == pytest.approx(abar**0.5) and ex.noise_coef == pytest.approx((1 - abar) ** 0.5)
+    z0 = torch.randn(1, 4, 8, 8)
+    noise = ex._noise_like(z0)
+    expected = sched.add_noise(z0, noise, torch.tensor([300]))
+    torch.testing.assert_close(ex.signal_coef * z0 + ex.noise_coef * noise, expected, rtol=1e-5, atol=1e-5)
+    # larger latents tile the fixed pattern instead of failing
+    assert ex._noise_like(torch.zeros(2, 4, 70, 40)).shape == (2, 4, 70, 40)
+
+
+def test_scale_factor_buffer_is_used_and_saved():
+    ae, ldm = parts()
+    ex = PathSegDiffFeatureExtractor(ae, ldm)
+    assert float(ex.latent_scale()) == 1.0  # unset (0) -> 1
+    ldm.scale_factor.fill_(0.5)
+    assert float(ex.latent_scale()) == 0.5
+    assert "scale_factor" in ldm.state_dict()
+    assert float(PathSegDiffFeatureExtractor(ae, ldm, scale_factor=2.0).latent_scale()) == 2.0
+
+
+def test_condition_encoder_freezes_the_backbone_only():
+    enc = SSLConditionEncoder(torchvision.models.resnet18(weights=None), context_dim=24)
+    ctx = enc(torch.rand(3, 3, 32, 32))
+    assert ctx.shape == (3, 1, 24)
+    assert not any(p.requires_grad for p in enc.backbone.parameters())
+    assert all(p.requires_grad for p in enc.projection.parameters())
+    enc.train()
+    assert enc.training and not enc.backbone.training  # BatchNorm statistics stay fixed
+
+
+def test_segmenter_trains_the_head_only():
+    ae, ldm = parts()
+    ex = PathSegDiffFeatureExtractor(ae, ldm)
+    net = PathSegDiffSegmenter(ex, ConvSegmentationHead(ex.out_channels, 5, (16,)))
+    net.train()
+    y = net(torch.rand(2, 3, 32, 32))
+    assert y.shape == (2, 5, 32, 32)
+    y.mean().backward()
+    trainable = {n for n, p in net.named_parameters() if p.requires_grad}
+    assert trainable and all(n.startswith("head.") for n in trainable)
+    assert all(p.grad is not None for n, p in net.named_parameters() if n.startswith("head."))
+
+
+def test_traced_segmenter_matches_eager(tmp_path):
+    ae, ldm = parts()
+    ex = PathSegDiffFeatureExtractor(ae, ldm)
+    net = PathSegDiffSegmenter(ex, ConvSegmentationHead(ex.out_channels, 3, (8,))).eval()
+    x = torch.rand(1, 3, 32, 32)
+    traced = torch.jit.trace(net, x, check_trace=False)
+    traced.save(str(tmp_path / "m.ts"))
+    loaded = torch.jit.load(str(tmp_path / "m.ts"))
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), net(x), rtol=1e-4, atol=1e-4)
+
+
+def test_linear_probe_head():
+    head = ConvSegmentationHead(12, 4, hidden_channels=())
+    assert head(torch.rand(1, 12, 8, 8)).shape == (1, 4, 8, 8)
+    assert sum(p.numel() for p in head.parameters()) == 12 * 4 + 4
