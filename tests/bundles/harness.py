@@ -154,14 +154,30 @@ def check_outputs(spec: dict, dataset_dir: Path, out_dir: Path) -> list[str]:
     return outputs
 
 
-def run_stages(bundle: str, tmp_path: Path, scale: str = "smoke") -> dict:
+def check_mlflow_run(output_dir: Path) -> None:
+    """The run logged to MLflow's SQLite store under ``output_dir`` (MONAI's default tracking settings)."""
+    import mlflow
+
+    db = output_dir / "mlruns.db"
+    assert db.is_file(), f"--tracking mlflow wrote no {db}"
+    mlflow.set_tracking_uri(f"sqlite:///{db}")
+    runs = mlflow.search_runs(search_all_experiments=True)
+    assert len(runs) >= 1 and (runs["status"] == "FINISHED").all(), runs
+    assert any(c.startswith("metrics.") for c in runs.columns), f"no metrics logged: {list(runs.columns)}"
+
+
+def run_stages(bundle: str, tmp_path: Path, scale: str = "smoke", track: bool = True) -> dict:
     """Synthesize data and run the recipe's stages in order; returns the paths used."""
     recipe = load_recipe(bundle)
     section = recipe if scale == "smoke" else recipe[scale]
     data = synthesize(section["synth"], tmp_path / "data")
     root = copy_bundle(bundle, tmp_path / bundle)
     for stage in section["stages"]:
-        run_stage(stage, root, data, tmp_path)
+        # training runs also prove `--tracking mlflow` (a local SQLite store under the stage's output_dir)
+        tracking = {"tracking": "mlflow"} if stage["name"].startswith("train") and track else {}
+        run_stage(stage, root, data, tmp_path, extra_overrides=tracking)
+        if tracking:
+            check_mlflow_run(tmp_path / stage.get("output_dir", stage["name"]))
         for rel in stage.get("expect", []):
             assert (root / rel).exists(), f"stage {stage['name']} did not write {rel}"
         out_dir = tmp_path / stage.get("output_dir", stage["name"])
