@@ -129,3 +129,16 @@ def test_xlsx_clinical_table(raw, tmp_path):
     prepare_hcc_tace(raw, tmp_path / "out", clinical=table)
     rows = list(csv.DictReader((tmp_path / "out" / "clinical.csv").open()))
     assert len(rows) == N and rows[0]["patient_id"] == "HCC_001"
+
+
+def test_clinical_table_with_patient_id_column_and_lower_case_ids(raw, tmp_path):
+    import pandas as pd
+
+    table = pd.read_csv(raw / CLINICAL_NAME, dtype=str).rename(columns={"TCIA_ID": "patient_id"})
+    table["patient_id"] = table["patient_id"].str.lower().str.replace("_", "-")
+    table.to_csv(tmp_path / "clinical.tsv", sep="\t", index=False)
+    prepare_hcc_tace(raw, tmp_path / "out", clinical=tmp_path / "clinical.tsv")
+    rows = list(csv.DictReader((tmp_path / "out" / "clinical.csv").open()))
+    assert [r["patient_id"] for r in rows] == [f"HCC_{i:03d}" for i in range(1, N + 1)]
+    assert list(rows[0]).count("patient_id") == 1
+

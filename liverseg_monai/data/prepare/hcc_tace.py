@@ -171,8 +171,9 @@ def normalise_clinical(path: str | os.PathLike, patient_ids: list[str], required
     if no_row:
         warnings.warn(f"{path}: {len(no_row)} patient(s) with images have no clinical row: {', '.join(no_row[:10])}",
                       stacklevel=2)
-    table.insert(0, "patient_id", [by_key.get(k, str(v).strip()) for k, v in zip(keys, table[id_col])])
-    table = table.drop(columns=[id_col]) if id_col != "patient_id" else table.loc[:, ~table.columns.duplicated()]
+    ids = [by_key.get(k, str(v).strip()) for k, v in zip(keys, table[id_col])]
+    table = table.drop(columns=[id_col])
+    table.insert(0, "patient_id", ids)
     for col in table.columns:
         if pd.api.types.is_string_dtype(table[col]):
             table[col] = table[col].str.strip()
@@ -187,7 +188,7 @@ def _default_clinical(src: Path) -> Path | None:
     return found[0] if found else None
 
 
-def split_patients(patient_ids: list[str], seed: int, val_fraction: float = 0.2, n_folds: int = 5) -> dict[str, list[str]]:
+def split_patients(patient_ids: list[str], seed: int, val_fraction: float = 0.2) -> dict[str, list[str]]:
     """Seeded patient-level split: ``{"training": [...], "validation": [...]}`` (validation non-empty when >= 2 patients)."""
     order = [patient_ids[i] for i in np.random.default_rng(seed).permutation(len(patient_ids))]
     n_val = max(1, int(round(val_fraction * len(order)))) if len(order) >= 2 else 0
@@ -286,7 +287,7 @@ def prepare_hcc_tace(
             raise InputError(src, "no patient could be converted (see the warnings above)")
         patients = converted
 
-        split = split_patients(patients, seed, val_fraction, n_folds)
+        split = split_patients(patients, seed, val_fraction)
         case = lambda p: {"image": f"imagesTr/{p}.nii.gz", "label": f"labelsTr/{p}.nii.gz", "patient_id": p}  # noqa: E731
         content = {
             "name": "HCC-TACE-Seg",
