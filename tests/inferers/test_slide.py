@@ -256,3 +256,41 @@ def test_memory_is_bounded_by_bands_not_slide_size(tmp_path):
     with open_slide(tmp_path / "l8192.tiff") as lab:
         assert lab.shape == (8192, 8192) and lab.read_region(2, 1024, 1024, 1, 1)[0, 0, 0] == 1
         assert lab.read_region(2, 100, 100, 1, 1)[0, 0, 0] == 0
+
+
+def test_end_to_end_on_synthetic_slide(tmp_path):
+    """synth slide -> run_slide_inference (tissue vs glass by saturation) -> evaluate_slides."""
+    from monai.inferers import SimpleInferer
+
+    from liverseg_monai.data.datalist import load_datalist
+    from liverseg_monai.data.synth.slide import synth_slide
+
+    synth_slide(tmp_path / "data", seed=2, width=1024, height=768, mpp=1.0, progress=False)
+    items = load_datalist(tmp_path / "data", "testing", require=("image", "label"))
+
+    class Saturation(torch.nn.Module):
+        def forward(self, x):  # x normalised with mean 0.5, std 0.5 -> back to [0, 1]
+            x = x * 0.5 + 0.5
+            sat = x.max(1).values - x.min(1).values
+            return torch.stack([0.08 - sat, sat - 0.08], 1) * 50
+
+    res = run_slide_inference(
+        Saturation(),
+        items,
+        tmp_path / "out",
+        patch_size=256,
+        level=0,
+        class_names=["glass", "tissue"],
+        mean=(0.5, 0.5, 0.5),
+        std=(0.5, 0.5, 0.5),
+        inferer=SimpleInferer(),
+        progress=False,
+    )
+    assert 0 < res[0]["tissue_patches"] < res[0]["patches"]
+    with open_slide(tmp_path / "out" / "slide_0_label.tiff") as pred, open_slide(items[0]["label"]) as ref:
+        got = pred.read_region(0, 0, 0, 768, 1024)[..., 0]
+        tissue = ref.read_region(0, 0, 0, 768, 1024)[..., 0] > 0
+    iou = (tissue & (got == 1)).sum() / (tissue | (got == 1)).sum()
+    assert iou > 0.85, iou  # image, reference label slide and prediction are aligned
+    areas = list(csv.DictReader((tmp_path / "out" / "slide_0_areas.csv").open()))
+    assert float(areas[1]["area_mm2"]) == pytest.approx((got == 1).sum() * 1e-6)
