@@ -100,6 +100,11 @@ def test_real_tcia_folder_names_and_cli_clinical_option(raw, prepared, tmp_path)
     for series in sorted(src.glob("HCC_*/*/*"), reverse=True):
         number, rest = series.name.split("-", 1)
         series.rename(series.with_name(f"{number}.000000-{rest}"))
+    # one patient's SEG saved among its CT slices instead of in its own series folder
+    (seg,) = src.glob("HCC_002/*/300.000000-*/1-1.dcm")
+    (ct,) = src.glob("HCC_002/*/4.000000-*")
+    shutil.move(seg, ct / "seg.dcm")
+    seg.parent.rmdir()
     table = tmp_path / "tables" / "clinical_v2.csv"
     table.parent.mkdir()
     shutil.copy(raw / CLINICAL_NAME, table)

@@ -58,32 +58,34 @@ def _peek(path: Path):
         return None
 
 
-def _index(src: Path) -> tuple[dict[str, list[Path]], dict[str, dict]]:
-    """Walk ``src``: SEG files per patient, CT series folders by SeriesInstanceUID, other image folders.
+def _is_seg(ds) -> bool:
+    return ds is not None and str(ds.get("SOPClassUID", "")) == SEGMENTATION_STORAGE
 
-    One file per folder is read to classify the folder (TCIA puts one series in a folder).
+
+def _index(src: Path) -> tuple[dict[str, list[Path]], dict[str, dict]]:
+    """Walk ``src``: the SEG files per PatientID and the image series folders by SeriesInstanceUID.
+
+    The first DICOM file of a folder identifies its series (TCIA puts one series in a folder); the
+    last file is read as well, so a SEG saved among the slices is still found.
     """
     segs: dict[str, list[Path]] = {}
     series: dict[str, dict] = {}
     for root, dirs, files in os.walk(src):
         dirs.sort()
         root_path = Path(root)
-        for name in sorted(files):
-            if name.startswith("."):
-                continue
-            ds = _peek(root_path / name)
-            if ds is None or "SOPClassUID" not in ds:
-                continue
-            if str(ds.SOPClassUID) == SEGMENTATION_STORAGE:
-                for seg_name in sorted(files):  # every SEG of the folder
-                    seg = _peek(root_path / seg_name)
-                    if seg is not None and str(seg.get("SOPClassUID", "")) == SEGMENTATION_STORAGE:
-                        segs.setdefault(str(seg.get("PatientID", "")), []).append(root_path / seg_name)
-            else:
-                uid = str(ds.get("SeriesInstanceUID", ""))
-                series.setdefault(uid, {"folder": root_path, "patient_id": str(ds.get("PatientID", "")),
-                                        "modality": str(ds.get("Modality", ""))})
-            break
+        names = sorted(f for f in files if not f.startswith("."))
+        first = next(((n, ds) for n in names if (ds := _peek(root_path / n)) is not None and "SOPClassUID" in ds), None)
+        if first is None:
+            continue
+        name, ds = first
+        if _is_seg(ds) or (names[-1] != name and _is_seg(_peek(root_path / names[-1]))):
+            for seg_name in names:  # every SEG of the folder
+                seg = _peek(root_path / seg_name)
+                if _is_seg(seg):
+                    segs.setdefault(str(seg.get("PatientID", "")), []).append(root_path / seg_name)
+        if not _is_seg(ds):
+            series.setdefault(str(ds.get("SeriesInstanceUID", "")), {
+                "folder": root_path, "patient_id": str(ds.get("PatientID", "")), "modality": str(ds.get("Modality", ""))})
     return segs, series
 
 
