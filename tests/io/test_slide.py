@@ -217,3 +217,26 @@ def test_write_pyramid_memory_is_bounded(tmp_path):
     assert large < 4096 * 4096 * 3 / 3  # a full level 0 would be 48 MiB
     with open_slide(tmp_path / "h4096.tiff") as s:
         assert len(s.levels) == 4 and s.levels[-1].shape == (512, 512)
+
+
+@pytest.mark.parametrize("variant", ["planar", "rgba", "uint16"])
+def test_other_tiff_flavours(tmp_path, variant):
+    """Planar RGB, RGBA (alpha dropped) and 16-bit grey TIFFs from other tools read correctly."""
+    img = _pattern(300, 400)
+    opts = dict(tile=(64, 64), resolution=(20000, 20000), resolutionunit="CENTIMETER")
+    path = tmp_path / f"{variant}.tif"
+    if variant == "planar":
+        tifffile.imwrite(
+            path, np.moveaxis(img, -1, 0).copy(), planarconfig="separate", photometric="rgb", **opts
+        )
+        expect = img
+    elif variant == "rgba":
+        rgba = np.concatenate([img, np.full((300, 400, 1), 255, np.uint8)], -1)
+        tifffile.imwrite(path, rgba, photometric="rgb", extrasamples=["unassalpha"], **opts)
+        expect = img
+    else:
+        expect = img[..., :1].astype(np.uint16) * 250
+        tifffile.imwrite(path, expect[..., 0], **opts)
+    with open_slide(path) as s:
+        assert s.mpp == 0.5 and s.channels == expect.shape[-1]
+        np.testing.assert_array_equal(s.read_region(0, 10, 20, 200, 300), expect[10:210, 20:320])
