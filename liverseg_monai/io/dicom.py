@@ -196,8 +196,8 @@ def _geometry(folder: Path, entries: list[tuple[Path, Dataset]], modality) -> _G
             raise InputError(folder, f"two slices at the same position {a.position.tolist()}: {a.path.name} and {b.path.name} "
                                      "(several acquisitions or duplicated files in one folder?)")
         dz = float(np.median(steps))
-        gap = np.flatnonzero(steps > (1 + _SLICE_TOL) * dz)
-        if gap.size and steps[gap[0]] > 1.5 * dz:
+        gap = np.flatnonzero(steps > 1.5 * dz)
+        if gap.size:
             a, b = slices[gap[0]], slices[gap[0] + 1]
             n_missing = int(round(steps[gap[0]] / dz)) - 1
             raise InputError(folder, f"missing slice: {steps[gap[0]]:.3g} mm between {a.path.name} and {b.path.name} "
