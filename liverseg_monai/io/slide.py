@@ -4,7 +4,7 @@ Reading (:func:`open_slide`) never loads a full level: :meth:`Slide.read_region`
 TIFF tiles (or strips) that overlap the region, with a small LRU cache of decoded tiles. TIFF-based
 slides (generic pyramidal tiled TIFF, OME-TIFF with SubIFDs, Aperio SVS, ImageJ TIFF, and the other
 TIFF flavours whose tiles tifffile decodes) are read with tifffile; other formats (MIRAX, Philips,
-...) with OpenSlide when ``openslide-python`` is installed (not a dependency; untested here).
+...) with OpenSlide when ``openslide-python`` is installed (optional; its tests skip without it).
 
 Microns per pixel at level 0 (``Slide.mpp``) comes from, in order: the ``mpp=`` override, OME-XML
 ``PhysicalSizeX``, the Aperio ``MPP =`` description entry, a JSON description with ``"mpp"``, ImageJ
@@ -525,33 +525,41 @@ class OpenSlideSlide(Slide):
 
 
 def open_slide(
-    path: str | os.PathLike, mpp: float | None = None, require_mpp: bool = True, cache_tiles: int = 64
+    path: str | os.PathLike,
+    mpp: float | None = None,
+    require_mpp: bool = True,
+    cache_tiles: int = 64,
+    backend: str = "auto",
 ) -> Slide:
     """Open a whole-slide image for region reads.
 
     Args:
-        path: a TIFF-based slide (.tif/.tiff/.ome.tif/.svs/.ndpi/...) or, with openslide-python
+        path: a TIFF-based slide (.tif/.tiff/.ome.tif/.svs/...) or, with openslide-python
             installed, any format OpenSlide reads.
         mpp: microns per pixel at level 0; overrides what the file says.
         require_mpp: raise when the file gives no microns per pixel and ``mpp`` is not passed.
-        cache_tiles: decoded tiles kept in memory (LRU) for overlapping reads.
+        cache_tiles: decoded tiles kept in memory (LRU) for overlapping reads (tifffile backend).
+        backend: ``"auto"`` (tifffile for TIFF files, else OpenSlide), ``"tifffile"`` or ``"openslide"``.
 
     Raises:
         InputError: naming the file, when it is missing, not a slide, broken, or lacks the mpp.
     """
+    if backend not in ("auto", "tifffile", "openslide"):
+        raise ValueError(f"backend must be 'auto', 'tifffile' or 'openslide', got {backend!r}")
     path = Path(path)
     if not path.is_file():
         raise InputError(path, "slide file does not exist")
     with open(path, "rb") as f:
         magic = f.read(4)
-    if magic[:2] in (b"II", b"MM"):
+    if backend == "tifffile" or (backend == "auto" and magic[:2] in (b"II", b"MM")):
         return TiffSlide(path, mpp, require_mpp, cache_tiles)
     try:
         import openslide  # noqa: F401
     except ImportError:
         raise InputError(
             path,
-            "not a TIFF-based slide; other whole-slide formats need openslide-python (pip install openslide-python openslide-bin)",
+            "not a TIFF-based slide; other whole-slide formats need openslide-python "
+            "(pip install openslide-python openslide-bin)",
         ) from None
     return OpenSlideSlide(path, mpp, require_mpp)
 

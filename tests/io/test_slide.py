@@ -240,3 +240,17 @@ def test_other_tiff_flavours(tmp_path, variant):
     with open_slide(path) as s:
         assert s.mpp == 0.5 and s.channels == expect.shape[-1]
         np.testing.assert_array_equal(s.read_region(0, 10, 20, 200, 300), expect[10:210, 20:320])
+
+
+def test_openslide_reads_the_default_layout(lossless):
+    """OpenSlide (optional) sees every level and the mpp, and its backend returns the same pixels."""
+    pytest.importorskip("openslide")
+    path, img = lossless
+    with open_slide(path, backend="openslide") as s, open_slide(path) as t:
+        assert type(s).__name__ == "OpenSlideSlide" and s.mpp == pytest.approx(0.25)
+        assert [lv.shape for lv in s.levels] == [lv.shape for lv in t.levels]
+        for level in range(len(s.levels)):
+            np.testing.assert_array_equal(
+                s.read_region(level, 30, 40, 100, 120), t.read_region(level, 30, 40, 100, 120)
+            )
+        np.testing.assert_array_equal(s.read_region(0, 0, 0, 700, 1000), img)
