@@ -89,7 +89,7 @@ def test_liver_in_the_patients_right_and_masks_where_the_phantom_put_them(raw):
 def test_clinical_table(raw):
     rows = list(csv.DictReader((raw / CLINICAL_NAME).open()))
     assert [r["TCIA_ID"] for r in rows] == [f"HCC_{i:03d}" for i in range(1, N + 1)]
-    for col in ("Sex", "Age", "BCLC", "Okuda", "CLIP_Score", "TNM", "AFP", "Tr_Size", "T_involvment"):
+    for col in ("Sex", "Age", "BCLC", "Okuda", "CLIP", "CLIP_Score", "TNM", "AFP", "Tr_Size", "T_involvment"):
         assert all(r[col] != "" for r in rows), col
     assert all(r["BCLC"] in {"0", "A", "B", "C", "D"} for r in rows)
     # the DICOM header agrees with the table

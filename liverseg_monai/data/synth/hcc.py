@@ -47,7 +47,7 @@ SEGMENTS = {"Liver": "liver", "Mass": "tumor", "Portal vein": "portal_vein", "Ab
 CLINICAL_COLUMNS = [
     "TCIA_ID", "Sex", "Age", "Smoking", "Alcohol", "HBV", "HCV", "Evidence_of_cirh", "CPS", "AFP",
     "Tr_Size", "tumor_nodul", "T_involvment", "PVT", "Metastasis", "Lymphnodes",
-    "Okuda", "CLIP_Score", "TNM", "BCLC", "TTP", "OS", "Censored_0_progressed_1", "Censored_0_Dead_1",
+    "Okuda", "CLIP_Score", "CLIP", "TNM", "BCLC", "TTP", "OS", "Censored_0_progressed_1", "Censored_0_Dead_1",
 ]
 CLINICAL_NAME = "HCC-TACE-Seg_clinical_data.csv"
 
@@ -118,6 +118,7 @@ def clinical_row(patient_id: str, ph: Phantom, rng: np.random.Generator, sex: st
         "Lymphnodes": lymph,
         "Okuda": okuda,
         "CLIP_Score": clip,
+        "CLIP": clip,
         "TNM": tnm,
         "BCLC": bclc,
         "TTP": ttp,
