@@ -146,7 +146,7 @@ class PathSegDiffFeatureExtractor(_Frozen):
     forward process ``z_t = sqrt(abar_t) z_0 + sqrt(1 - abar_t) eps`` (a fixed noise pattern, so the
     features are deterministic), passed once through the conditioned UNet; the outputs of the decoder
     blocks in ``levels`` are upsampled bilinearly to the image size and concatenated. Inputs whose size
-    is not a multiple of :attr:`size_divisor` are reflect-padded and the features cropped back.
+    is not a multiple of :attr:`size_divisor` are edge-padded and the features cropped back.
 
     Args:
         autoencoder: the first stage (``AutoencoderKL``).
@@ -210,7 +210,7 @@ class PathSegDiffFeatureExtractor(_Frozen):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         height, width = x.shape[-2:]
         pad_h, pad_w = -height % self.size_divisor, -width % self.size_divisor
-        padded = F.pad(x, (0, pad_w, 0, pad_h), mode="reflect") if pad_h or pad_w else x
+        padded = F.pad(x, (0, pad_w, 0, pad_h), mode="replicate") if pad_h or pad_w else x
         z0 = self.autoencoder.encode(padded)[0] * self.latent_scale().to(padded)
         zt = self.signal_coef * z0 + self.noise_coef * self._noise_like(z0)
         timesteps = torch.full((x.shape[0],), self.timestep, dtype=torch.long, device=x.device)
