@@ -861,6 +861,7 @@ class SlideLabelWriter:
         class_names: stored in the description for readers.
         dtype: uint8 (up to 256 classes) or uint16.
         layout: ``"pages"`` or ``"ome"``, see :func:`write_pyramid`.
+        factor: downsample between pyramid levels (2 or 4).
 
     Example:
         >>> import tempfile, os
@@ -880,9 +881,11 @@ class SlideLabelWriter:
         class_names: list[str] | tuple[str, ...] | None = None,
         dtype=np.uint8,
         layout: str = "pages",
+        factor: int = 2,
     ):
         self.path = Path(path)
         self.layout = layout
+        self.factor = factor
         self.shape = (int(shape[0]), int(shape[1]))
         self.mpp = float(mpp)
         self.tile_size = tile_size
@@ -920,5 +923,6 @@ class SlideLabelWriter:
             resample="nearest",
             description=extra,
             layout=self.layout,
+            factor=self.factor,
             progress=progress,
         )

@@ -52,13 +52,16 @@ def test_tiff_is_tiled_pyramidal_with_mpp(slide_dir):
         assert page.compression in (tifffile.COMPRESSION.ADOBE_DEFLATE, tifffile.COMPRESSION.DEFLATE)
 
 
-def test_ome_layout(tmp_path):
-    synth_slide(tmp_path, seed=0, width=768, height=640, mpp=0.25, layout="ome", progress=False)
+def test_ome_layout_and_factor_4(tmp_path):
+    synth_slide(
+        tmp_path, seed=0, width=1100, height=640, mpp=0.25, layout="ome", level_factor=4, progress=False
+    )
     with tifffile.TiffFile(tmp_path / "slide_0.tiff") as tif:
         assert tif.is_ome and 'PhysicalSizeX="0.25"' in tif.ome_metadata
-        assert [lv.shape for lv in tif.series[0].levels] == [(640, 768, 3), (320, 384, 3)]
+        assert [lv.shape for lv in tif.series[0].levels] == [(640, 1100, 3), (160, 275, 3)]
     with open_slide(tmp_path / "slide_0.tiff") as img, open_slide(tmp_path / "slide_0_label.tiff") as lab:
         assert img.mpp == lab.mpp == 0.25 and len(img.levels) == len(lab.levels) == 2
+        assert img.levels[1].downsample == 4.0 and img.level_mpp(1) == 1.0
 
 
 def test_labels_match_image(slide_dir):

@@ -128,6 +128,7 @@ def synth_slide(
     quality: int = 90,
     region_um: float = 250.0,
     layout: str = "pages",
+    level_factor: int = 2,
     progress: bool = True,
 ) -> Path:
     """Write ``n`` synthetic pyramidal H&E slides with label slides and a ``dataset.json``.
@@ -144,6 +145,7 @@ def synth_slide(
         layout: ``"pages"`` (generic pyramidal TIFF: OpenSlide, MONAI ``WSIReader``, cuCIM) or
             ``"ome"`` (OME-TIFF with SubIFDs: Bio-Formats, QuPath), see
             :func:`liverseg_monai.io.slide.write_pyramid`.
+        level_factor: downsample between pyramid levels (2 or 4).
         progress: show progress bars.
     """
     out = Path(out)
@@ -177,11 +179,18 @@ def synth_slide(
                 quality=quality,
                 description={"synthetic": "liverseg_monai.data.synth.slide", "seed": seed, "index": k},
                 layout=layout,
+                factor=level_factor,
                 progress=progress,
             )
             labels.flush()
             SlideLabelWriter(
-                out / label_rel, (height, width), mpp, tile_size, class_names=HISTO_CLASSES, layout=layout
+                out / label_rel,
+                (height, width),
+                mpp,
+                tile_size,
+                class_names=HISTO_CLASSES,
+                layout=layout,
+                factor=level_factor,
             ).write(labels, progress=progress)
         finally:
             labels.close()
