@@ -47,6 +47,8 @@ class LoadTiled(MapTransform):
         label_key: key of the label map path; skipped when absent from the item.
         num_classes: labels with a value ``>= num_classes`` raise (``None``: no check).
         min_size: tiles smaller than this (either side) raise.
+        max_pixels: larger images (a whole slide given as a tile) raise before being decoded; use the
+            whole-slide inference (``configs/inference_slide.json``) for those.
     """
 
     def __init__(
@@ -55,17 +57,32 @@ class LoadTiled(MapTransform):
         label_key: str | None = "label",
         num_classes: int | None = None,
         min_size: int = 8,
+        max_pixels: int = 8192 * 8192,
         allow_missing_keys: bool = False,
     ):
         super().__init__(keys, allow_missing_keys)
         self.label_key = label_key
         self.num_classes = num_classes
         self.min_size = min_size
+        self.max_pixels = max_pixels
+
+    def _check_size(self, path: str) -> None:
+        from PIL import Image
+
+        try:
+            with Image.open(path) as im:  # lazy: reads the header only
+                w, h = im.size
+        except Exception:  # unreadable files are reported by read_rgb with the reason
+            return
+        if w * h > self.max_pixels:
+            raise InputError(path, f"{w}x{h} pixels is too large for tile inference; use whole-slide inference "
+                                   "(configs/inference_slide.json)")
 
     def __call__(self, data: Mapping[Hashable, object]) -> dict:
         d = dict(data)
         for key in self.key_iterator(d):
             path = str(d[key])
+            self._check_size(path)
             rgb = read_rgb(path)
             if min(rgb.shape[:2]) < self.min_size:
                 raise InputError(path, f"tile of {rgb.shape[1]}x{rgb.shape[0]} pixels is smaller than {self.min_size}")

@@ -33,6 +33,8 @@ def test_missing_and_corrupt_tiles(tmp_path, tile):
     Image.fromarray(np.zeros((4, 30, 3), np.uint8)).save(small)
     with pytest.raises(InputError, match="small.png.*smaller"):
         LoadTiled()({"image": str(small)})
+    with pytest.raises(InputError, match="tile.png: 16x16 pixels is too large.*inference_slide"):
+        LoadTiled(max_pixels=100)({"image": tile})
 
 
 def test_label_problems_name_the_label_file(tmp_path, tile):
