@@ -116,12 +116,19 @@ def droplet_candidates(
 # ----------------------------------------------------------------------------------------------------
 # 4-7. clump splitting
 # ----------------------------------------------------------------------------------------------------
-def _outer_contour(mask: np.ndarray) -> np.ndarray:
-    """The longest sub-pixel contour (iso-line 0.5) of a binary mask, as (row, col) points."""
-    contours = measure.find_contours(np.pad(mask.astype(float), 1), 0.5)
+def _outer_contour(mask: np.ndarray, smooth: float = 1.0) -> np.ndarray:
+    """The longest sub-pixel contour of a binary mask, as (row, col) points.
+
+    The mask is blurred (Gaussian, ``smooth`` pixels) before taking the 0.5 iso-line, so the contour of
+    a digital disc is a smooth circle rather than a staircase.
+    """
+    padded = np.pad(mask.astype(float), 3)
+    if smooth > 0:
+        padded = ndi.gaussian_filter(padded, smooth)
+    contours = measure.find_contours(padded, 0.5)
     if not contours:
         return np.zeros((0, 2))
-    return max(contours, key=len)[:-1] - 1.0
+    return max(contours, key=len)[:-1] - 3.0
 
 
 def _polygon_area(poly: np.ndarray) -> float:
@@ -132,12 +139,13 @@ def _polygon_area(poly: np.ndarray) -> float:
 def solidity(mask: np.ndarray) -> float:
     """Area over convex hull area of the mask's sub-pixel outline (1.0 for convex shapes).
 
-    Measured on the iso-line polygon rather than on pixels, so that small digital discs score close to
-    1 and the 0.95 clump threshold does not depend on the resolution.
+    Measured on the iso-line polygon of the pixel mask (a digital disc of radius 10 px scores about
+    0.95, larger ones more); shapes below the clump threshold are only *candidates*: a split is kept
+    only when it explains the shape better than one ellipse (see :func:`split_clump`).
     """
     from scipy.spatial import ConvexHull, QhullError
 
-    contour = _outer_contour(mask)
+    contour = _outer_contour(mask, smooth=0.0)
     if len(contour) < 4:
         return 1.0 if mask.any() else 0.0
     try:

@@ -63,6 +63,7 @@ def filter_droplets(
     perimeter_range: Sequence[float] = DEFAULT_PERIMETER_RANGE,
     eccentricity_range: Sequence[float] = DEFAULT_ECCENTRICITY_RANGE,
     eccentricity_measure: str = "elongation",
+    reference: str = "mean",
     relabel: bool = False,
 ) -> np.ndarray:
     """Remove droplets whose features fall outside bounds relative to the image's mean droplet.
@@ -76,6 +77,8 @@ def filter_droplets(
             default) or ``"eccentricity"`` (skimage's, 0 for a circle). With the paper's lower bound of
             0.2 x mean, skimage's eccentricity removes near-perfect circles, which are the most typical
             droplets, so elongation is the default; both are reported by :func:`droplet_table`.
+        reference: ``"mean"`` (the paper) or ``"median"`` (robust when a few outliers dominate a
+            tile with few droplets) of each feature over the image's objects.
         relabel: renumber the kept droplets 1..N.
 
     Returns:
@@ -87,6 +90,8 @@ def filter_droplets(
         [0, 1, 2]
     """
     labels = np.asarray(labels)
+    if reference not in ("mean", "median"):
+        raise ValueError(f"reference must be 'mean' or 'median', got {reference!r}")
     if eccentricity_measure not in ("elongation", "eccentricity"):
         raise ValueError(f"eccentricity_measure must be 'elongation' or 'eccentricity', got {eccentricity_measure!r}")
     regions = measure.regionprops(labels.astype(np.int64))
@@ -101,7 +106,8 @@ def filter_droplets(
         shape = np.array([r.eccentricity for r in regions], float)
     keep = np.ones(len(regions), bool)
     for values, (lo, hi) in ((area, size_range), (perim, perimeter_range), (shape, eccentricity_range)):
-        mean = np.nanmean(values) if np.isfinite(values).any() else np.nan
+        finite = values[np.isfinite(values)]
+        mean = (np.mean(finite) if reference == "mean" else np.median(finite)) if len(finite) else np.nan
         if not np.isfinite(mean) or mean <= 0:
             continue
         ratio = values / mean
@@ -129,10 +135,11 @@ class DropletFilterd(MapTransform):
         perimeter_range: Sequence[float] = DEFAULT_PERIMETER_RANGE,
         eccentricity_range: Sequence[float] = DEFAULT_ECCENTRICITY_RANGE,
         eccentricity_measure: str = "elongation",
+        reference: str = "mean",
         allow_missing_keys: bool = False,
     ) -> None:
         super().__init__(keys, allow_missing_keys)
-        self.kwargs = dict(size_range=size_range, perimeter_range=perimeter_range,
+        self.kwargs = dict(size_range=size_range, perimeter_range=perimeter_range, reference=reference,
                            eccentricity_range=eccentricity_range, eccentricity_measure=eccentricity_measure)
 
     def __call__(self, data: Mapping[Hashable, object]) -> dict:

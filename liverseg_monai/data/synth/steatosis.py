@@ -178,6 +178,7 @@ def make_steatosis_tile(
     clump_size: tuple[int, int] = (2, 4),
     glass_probability: float = 0.35,
     background: str = "builtin",
+    density: float = 1.0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """One RGB uint8 tile (H, W, 3) and its uint16 instance label image (H, W).
 
@@ -187,10 +188,11 @@ def make_steatosis_tile(
         radius: droplet radius range in pixels (log-uniform).
         n_single: range of isolated droplets; n_clumps: range of clumps; clump_size: droplets per clump.
         glass_probability: chance of a bare-glass region entering the tile.
+        density: multiplies the number of droplets and clumps (they scale with the tile area too).
         background: ``"builtin"`` texture, or ``"histo"`` for
             :func:`liverseg_monai.data.synth.histo.make_histo_tile` when that module is installed.
     """
-    scale = size / 256.0
+    scale = size / 256.0 * np.sqrt(density)
     if background == "histo":
         from liverseg_monai.data.synth.histo import make_histo_tile
 
@@ -232,6 +234,7 @@ def synth_steatosis(
     radius: tuple[float, float] = (5.0, 16.0),
     glass_probability: float = 0.35,
     background: str = "builtin",
+    density: float = 1.0,
 ) -> Path:
     """Write ``n`` synthetic steatosis tiles with instance masks and COCO annotations under ``out``.
 
@@ -244,6 +247,7 @@ def synth_steatosis(
         radius: droplet radius range in pixels.
         glass_probability: chance that a tile shows a region of bare glass.
         background: tissue texture, ``"builtin"`` or ``"histo"`` (see :func:`make_steatosis_tile`).
+        density: droplet density multiplier (1 gives about 25 droplets per 256x256 tile).
 
     Returns:
         the path of ``out/dataset.json``.
@@ -263,7 +267,8 @@ def synth_steatosis(
     for i in range(int(n)):
         rng = np.random.default_rng(seed * 1000 + i)
         rgb, label = make_steatosis_tile(
-            rng, size, radius=tuple(radius), glass_probability=glass_probability, background=background
+            rng, size, radius=tuple(radius), glass_probability=glass_probability, background=background,
+            density=density,
         )
         name = f"steatosis_{i:03d}.png"
         _write_png(out / "images" / name, rgb)
