@@ -283,3 +283,30 @@ def test_gantry_tilt_and_slice_size(tmp_path):
     with pytest.raises(InputError, match="slice size") as err:
         read_series(tmp_path / "size")
     assert paths[2].name in str(err.value)
+
+
+def test_seg_label_whose_series_is_not_next_to_it(tmp_path):
+    from liverseg_monai.io.dicom import write_seg
+
+    series(tmp_path / "study" / "ct")
+    seg = write_seg(np.ones(SHAPE, np.uint8), tmp_path / "study" / "ct", tmp_path / "a" / "b" / "seg" / "1-1.dcm", {1: "Liver"})
+    with pytest.raises(InputError, match="the series it references") as err:
+        LoadImage(reader=DicomSeriesReader(), image_only=True)(str(seg))
+    assert "1-1.dcm" in str(err.value)
+    with pytest.raises(InputError, match="no segment labelled 'Mass'"):  # HCC-TACE-Seg labels by default
+        LoadImage(reader=DicomSeriesReader(series_root=tmp_path / "study"), image_only=True)(str(seg))
+    reader = DicomSeriesReader(series_root=tmp_path / "study", segment_labels={"Liver": 1})
+    got = LoadImage(reader=reader, image_only=True)(str(seg))
+    assert tuple(got.shape) == SHAPE and float(got.min()) == 1.0
+
+
+def test_to_series_grid_refuses_another_grid(tmp_path):
+    from liverseg_monai.io.dicom import to_series_grid
+
+    series(tmp_path / "s")
+    affine = phantom_affine(SHAPE, (1.0, 1.0, 2.0), "LPS")
+    assert to_series_grid(np.ones(SHAPE), affine, tmp_path / "s").shape == SHAPE
+    with pytest.raises(InputError, match="grid"):
+        to_series_grid(np.ones(SHAPE), phantom_affine(SHAPE, (1.0, 1.0, 2.0), "LPS", rotation_deg=30), tmp_path / "s")
+    with pytest.raises(InputError, match="does not cover"):
+        to_series_grid(np.ones((4, 4, 4)), affine, tmp_path / "s")
