@@ -239,7 +239,10 @@ class MaskRCNNInstanceNet(nn.Module):
                 losses, _ = self.detector(batch, targets)
             else:
                 losses = self.detector(batch, targets)
-            return torch.stack([losses[k] for k in LOSS_NAMES])
+            return torch.stack([  # LOSS_NAMES, spelled out for TorchScript
+                losses["loss_classifier"], losses["loss_box_reg"], losses["loss_mask"],
+                losses["loss_objectness"], losses["loss_rpn_box_reg"],
+            ])
         detections = self.detect(images)
         return detections_to_maps(
             detections, images.shape[-2], images.shape[-1], self.score_threshold, self.mask_threshold
