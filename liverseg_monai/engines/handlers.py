@@ -109,3 +109,34 @@ class CaseMetricsSaver:
 
 def to_numpy(x) -> np.ndarray:
     return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+
+
+class EpochSeeder:
+    """Re-seed every random number generator at the start of each epoch from ``(seed, epoch)``.
+
+    Makes training resumable to the same weights: a run resumed from the checkpoint of epoch N draws
+    exactly the random numbers (shuffling, crops, augmentations) an uninterrupted run draws in epoch
+    N+1. Seeds MONAI's transforms (``dataset.transform.set_random_state``), Python, NumPy and torch via
+    ``monai.utils.set_determinism``. Exact for ``num_workers=0``; with workers, each worker's seed is
+    drawn when the epoch's iterator is created and ignite may create it before ``EPOCH_STARTED``.
+
+    Args:
+        seed: the base seed.
+        dataset: the training dataset whose ``transform`` is re-seeded (optional).
+    """
+
+    def __init__(self, seed: int = 0, dataset=None):
+        self.seed = int(seed)
+        self.dataset = dataset
+
+    def attach(self, engine: Workflow) -> None:
+        engine.add_event_handler(Events.EPOCH_STARTED, self)
+
+    def __call__(self, engine: Workflow) -> None:
+        from monai.utils import set_determinism
+
+        epoch_seed = self.seed * 100003 + int(engine.state.epoch)
+        set_determinism(seed=epoch_seed)
+        transform = getattr(self.dataset, "transform", None)
+        if transform is not None and hasattr(transform, "set_random_state"):
+            transform.set_random_state(seed=epoch_seed % (2**32))
