@@ -1,0 +1,85 @@
+import logging
+
+import pytest
+import torch
+from monai.losses import DiceCELoss
+
+from liverseg_monai.losses.vae import SegVAELoss
+from liverseg_monai.losses.weak_supervision import ClinicalTumorFractionLoss, predicted_tumor_fraction
+
+
+def logits_with_fraction(frac: float, n: int = 1000) -> torch.Tensor:
+    """Logits over a 10x10x10 liver whose first ``frac`` voxels are (almost surely) tumour."""
+    lg = torch.full((1, 2, n), -10.0)
+    lg[0, 0] = 10.0
+    k = int(frac * n)
+    lg[0, 1, :k], lg[0, 0, :k] = 10.0, -10.0
+    return lg.reshape(1, 2, 10, 10, 10)
+
+
+def test_predicted_fraction_counts_only_the_liver():
+    lg = logits_with_fraction(0.3)
+    liver = torch.ones(1, 1, 10, 10, 10)
+    assert predicted_tumor_fraction(lg, liver).item() == pytest.approx(0.3, abs=1e-3)
+    liver[:, :, 5:] = 0  # tumour voxels are the first 300 of the flattened volume (i < 3): all in the half kept
+    assert predicted_tumor_fraction(lg, liver).item() == pytest.approx(0.6, abs=1e-3)
+
+
+def test_loss_is_the_gaussian_nll_of_the_fraction():
+    loss = ClinicalTumorFractionLoss(weight=2.0)
+    value = loss(logits_with_fraction(0.3), torch.ones(1, 1, 10, 10, 10), torch.tensor([0.1]), torch.tensor([0.05]))
+    assert value.item() == pytest.approx(2.0 * ((0.3 - 0.1) / 0.05) ** 2 / 2, rel=1e-2)
+    assert loss(logits_with_fraction(0.1), torch.ones(1, 1, 10, 10, 10), torch.tensor([0.1]), torch.tensor([0.05])).item() < 1e-3
+
+
+def test_gradient_moves_prediction_toward_the_group_expectation():
+    torch.manual_seed(0)
+    lg = torch.randn(2, 2, 6, 6, 6, requires_grad=True)
+    liver = torch.ones(2, 1, 6, 6, 6)
+    prior = torch.tensor([0.05, 0.95])
+    loss = ClinicalTumorFractionLoss(weight=1.0)
+    before = predicted_tumor_fraction(lg, liver).detach()
+    opt = torch.optim.SGD([lg], lr=1.0)
+    for _ in range(20):
+        opt.zero_grad()
+        loss(lg, liver, prior, torch.tensor([0.1, 0.1])).backward()
+        opt.step()
+    after = predicted_tumor_fraction(lg, liver).detach()
+    assert (after - prior).abs().max() < (before - prior).abs().min()
+
+
+def test_patients_without_clinical_data_are_skipped_and_counted(caplog):
+    loss = ClinicalTumorFractionLoss(weight=1.0)
+    lg = torch.cat([logits_with_fraction(0.5), logits_with_fraction(0.0)])
+    liver = torch.ones(2, 1, 10, 10, 10)
+    only_first = loss(lg, liver, torch.tensor([0.1, float("nan")]), torch.tensor([0.1, float("nan")]))
+    alone = ClinicalTumorFractionLoss(weight=1.0)(lg[:1], liver[:1], torch.tensor([0.1]), torch.tensor([0.1]))
+    assert only_first.item() == pytest.approx(alone.item())
+    assert (loss.n_used, loss.n_skipped) == (1, 1)
+    none = loss(lg, liver, torch.tensor([float("nan")] * 2))
+    assert none.item() == 0.0
+    with caplog.at_level(logging.INFO):
+        loss.log_counts()
+    assert "3 skipped" in caplog.text and loss.n_skipped == 0
+
+
+def test_zero_weight_switches_the_term_off():
+    loss = ClinicalTumorFractionLoss(weight=0.0)
+    assert loss(logits_with_fraction(0.9), torch.ones(1, 1, 10, 10, 10), torch.tensor([0.0])).item() == 0.0
+
+
+def test_seg_vae_loss_adds_the_terms():
+    torch.manual_seed(0)
+    seg_loss = DiceCELoss(to_onehot_y=True, softmax=True)
+    weak = ClinicalTumorFractionLoss(weight=0.5)
+    lg = torch.randn(2, 2, 8, 8, 8)
+    label = torch.randint(0, 2, (2, 1, 8, 8, 8)).float()
+    liver = torch.ones(2, 1, 8, 8, 8)
+    prior, std = torch.tensor([0.2, 0.3]), torch.tensor([0.1, 0.1])
+    vae = torch.tensor(0.7)
+    total = SegVAELoss(seg_loss, vae_weight=0.1, weak_loss=weak)(
+        (lg, vae), {"label": label, "liver": liver, "tumor_fraction_prior": prior, "tumor_fraction_std": std})
+    expected = seg_loss(lg, label) + 0.1 * vae + ClinicalTumorFractionLoss(weight=0.5)(lg, liver, prior, std)
+    assert total.item() == pytest.approx(expected.item(), rel=1e-5)
+    # plain logits and a plain label: just the segmentation loss (the validation path)
+    assert SegVAELoss(seg_loss)(lg, label).item() == pytest.approx(seg_loss(lg, label).item())
