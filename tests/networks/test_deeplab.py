@@ -74,3 +74,19 @@ def test_torchscript_script_matches_eager():
     x = torch.randn(1, 3, 48, 48)
     scripted = torch.jit.script(net)
     torch.testing.assert_close(scripted(x), net(x), rtol=1e-4, atol=1e-5)
+
+
+def test_dino_backbone_file_loads_into_the_encoder(tmp_path):
+    """A backbone.pt with torchvision ResNet keys (no fc), as the DINO bundle writes, fills the encoder."""
+    import torchvision
+
+    from liverseg_monai.networks.weights import load_encoder_weights
+
+    torch.manual_seed(1)
+    resnet = torchvision.models.resnet18()
+    torch.save({k: v for k, v in resnet.state_dict().items() if not k.startswith("fc.")}, tmp_path / "backbone.pt")
+    net = DeepLabV3Plus(3, 7, encoder="resnet18", output_stride=8, aspp=ASPP(512, 8), decoder_channels=8)
+    report = load_encoder_weights(net, tmp_path / "backbone.pt", prefix="encoder.")
+    assert report.complete, str(report)
+    torch.testing.assert_close(net.encoder.layer4[1].conv2.weight, resnet.layer4[1].conv2.weight)
+    assert net.encoder.layer4[1].conv2.dilation == (4, 4)  # dilation is structure, not weights
