@@ -30,6 +30,7 @@ verify: setup
 	$(PY) -m pytest -q -ra tests/bundles -k "metadata or net_in_out or export"
 
 bench: setup
+	$(PY) -m pip install -q -e ".[bench]"
 	$(PY) -m liverseg_monai bench --out bench
 
 clean:
