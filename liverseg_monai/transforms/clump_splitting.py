@@ -42,7 +42,7 @@ from skimage import measure, morphology, segmentation
 from skimage.draw import line as draw_line
 
 from liverseg_monai.errors import InputError
-from liverseg_monai.io.atomic import atomic_path, atomic_write_text
+from liverseg_monai.io.atomic import atomic_path
 
 IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg")
 
@@ -83,6 +83,7 @@ def droplet_candidates(
     min_area: int = 12,
     max_clump_area: int = 6000,
     saturation_max: float = 0.15,
+    min_tissue_ring: float = 0.5,
 ) -> tuple[np.ndarray, np.ndarray]:
     """White droplet candidates and the tissue mask of an H&E tile.
 
@@ -93,6 +94,8 @@ def droplet_candidates(
         max_clump_area: white components larger than this (pixels) are background (glass, tears);
             scale with the resolution (about 1500 µm² at 0.5 µm/px gives 6000 px).
         saturation_max: white pixels must also be unsaturated (max - min of RGB below this).
+        min_tissue_ring: fraction of the 2-pixel ring around a white component (inside the tile) that
+            must be tissue for it to be a droplet; white areas surrounded by white are glass.
 
     Returns:
         ``(candidates, tissue)``: boolean (H, W) masks; tissue includes the droplets and excludes glass.
@@ -100,13 +103,20 @@ def droplet_candidates(
     rgb = to_rgb_hwc(image)
     grey = normalised_grey(rgb)
     saturation = rgb.max(-1) - rgb.min(-1)
-    white = (grey >= threshold) & (saturation <= saturation_max)
-    white = ndi.binary_opening(white, structure=morphology.disk(1))
+    bright = (grey >= threshold) & (saturation <= saturation_max)
+    white = ndi.binary_opening(bright, structure=morphology.disk(1))
     white = morphology.remove_small_objects(white, max_size=max(int(min_area) - 1, 0))
     labels = measure.label(white, connectivity=1)
     areas = np.bincount(labels.ravel())
     glass_ids = np.flatnonzero(areas > max_clump_area)
     glass_ids = glass_ids[glass_ids > 0]
+    # a droplet sits in tissue: most of the ring around it (inside the tile) must be non-white
+    ring = ndi.grey_dilation(labels, size=(5, 5)) * (labels == 0)
+    ids = np.arange(1, labels.max() + 1)
+    if len(ids):
+        ring_tissue = ndi.mean(~bright, ring, ids)
+        ring_tissue = np.nan_to_num(np.asarray(ring_tissue, float), nan=0.0)  # no ring: all white around
+        glass_ids = np.union1d(glass_ids, ids[ring_tissue < min_tissue_ring])
     glass = np.isin(labels, glass_ids)
     glass = ndi.binary_dilation(glass, iterations=1) & (grey >= threshold * 0.9)
     candidates = white & ~glass
@@ -391,8 +401,6 @@ class ClumpSplitting(Transform):
         arr = image.detach().cpu().numpy() if isinstance(image, torch.Tensor) else np.asarray(image)
         if arr.ndim == 4:  # batch of one
             arr = arr[0]
-        if arr.ndim == 3 and arr.shape[0] == 3 and np.issubdtype(arr.dtype, np.floating) and arr.max() <= 1.0:
-            pass
         labels = segment_droplets(arr, **self.kwargs)
         return torch.as_tensor(labels.astype(np.int32))[None]
 

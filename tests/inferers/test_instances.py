@@ -105,3 +105,20 @@ def test_dataset_mpp(tmp_path):
     assert dataset_mpp(tmp_path, default=0.25) == 0.25
     (tmp_path / "dataset.json").write_text('{"mpp": 0.46}')
     assert dataset_mpp(tmp_path) == pytest.approx(0.46)
+
+
+def test_whole_slide_inference(tmp_path):
+    from liverseg_monai.inferers.instances import infer_slide_instances
+    from liverseg_monai.io.slide import write_pyramid
+
+    img, ref = _scene((300, 340), seed=2)
+    rgb = (img.numpy().transpose(1, 2, 0) * 255).round().astype(np.uint8)
+    slide = tmp_path / "slide.tif"
+    write_pyramid(slide, rgb, mpp=0.5, tile_size=128)
+    summary = infer_slide_instances(slide, component_net, tmp_path / "out", tile=128, overlap=40)
+    assert summary["n_droplets"] == int(ref.max())
+    lab = tifffile.imread(tmp_path / "out" / "slide_instances.tif")
+    iou, pids, rids = instance_ious(lab, ref)
+    assert len(pids) == len(rids) and (iou.max(0) > 0.99).all()
+    assert (tmp_path / "out" / "slide_droplets.csv").is_file() and (tmp_path / "out" / "slide_overlay.png").is_file()
+    assert 0 < summary["steatosis_fraction"] < 1
