@@ -137,3 +137,29 @@ def test_bundle_run_on_a_corrupt_file_exits_with_one_clear_line_and_no_output(tm
     last = proc.stderr.strip().splitlines()[-2]
     assert last.startswith("error: ") and "broken.nii.gz" in last, proc.stderr[-2000:]
     assert not out.exists() or not any(out.iterdir()), "no partial output"
+
+
+def test_cohort_inference_reports_a_failed_case_and_goes_on(tmp_path):
+    import torch
+
+    bundle = tmp_path / "bundle"
+    (bundle / "models").mkdir(parents=True)
+    (bundle / "configs").symlink_to(BUNDLE / "configs")
+    parser = ConfigParser()
+    parser.read_config(str(BUNDLE / "configs" / "inference.json"))
+    torch.save(parser.get_parsed_content("network_def").state_dict(), bundle / "models" / "model.pt")
+    data = tmp_path / "data"
+    data.mkdir()
+    good = [_nii(data / f"good{i}.nii.gz", _ct((16, 16, 8))) for i in range(2)]
+    _nii(data / "nan.nii.gz", np.full((16, 16, 8), np.nan, np.float32))
+    (data / "dataset.json").write_text(json.dumps({"testing": [good[0], "nan.nii.gz", good[1]]}))
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", str(bundle / "configs" / "inference.json"),
+           "--bundle_root", str(bundle), "--dataset_dir", str(data), "--output_dir", str(out), "--spatial_size", "[32,32]"]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert sorted(p.name for p in out.glob("*_seg.nii.gz")) == ["good0_seg.nii.gz", "good1_seg.nii.gz"]
+    failed = (out / "failed_cases.csv").read_text()
+    assert "nan.nii.gz" in failed and "NaN" in failed
+    proc = subprocess.run(cmd + ["--on_error", "raise", "--output_dir", str(tmp_path / "out2")], capture_output=True, text=True)
+    assert proc.returncode != 0 and "nan.nii.gz" in proc.stderr.strip().splitlines()[-2]
