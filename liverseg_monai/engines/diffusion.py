@@ -241,7 +241,7 @@ def train_self_supervised(
             loss, _ = autoencoder_loss(autoencoder, _augment(images[idx], rng))
             loss.backward()
             opt.step()
-            losses.append(float(loss))
+            losses.append(float(loss.detach()))
         curves["autoencoder"].append(float(np.mean(losses)))
         log(f"autoencoder epoch {epoch + 1}/{ae_epochs} loss {curves['autoencoder'][-1]:.4f}")
     for p in autoencoder.parameters():
@@ -257,7 +257,7 @@ def train_self_supervised(
             loss, _ = diffusion_loss(diffusion, autoencoder, inferer, _augment(images[idx], rng))
             loss.backward()
             opt.step()
-            losses.append(float(loss))
+            losses.append(float(loss.detach()))
         curves["diffusion"].append(float(np.mean(losses)))
         log(f"diffusion epoch {epoch + 1}/{ldm_epochs} loss {curves['diffusion'][-1]:.4f}")
     return curves
@@ -294,7 +294,7 @@ def fit_head(
             loss = loss_fn(head(features[idx]), labels[idx])
             loss.backward()
             opt.step()
-            losses.append(float(loss))
+            losses.append(float(loss.detach()))
         curve.append(float(np.mean(losses)))
     return curve
 
@@ -311,7 +311,8 @@ def score_head(head: nn.Module, features: torch.Tensor, labels: torch.Tensor, cl
     return {k: summary[k] for k in ("pixel_accuracy", "mean_dice", "mean_iou")} | {"per_class": summary["per_class"]}
 
 
-def _histo_tiles(n: int, size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+def histo_tiles(n: int, size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+    """``n`` synthetic H&E tiles ``[n, 3, size, size]`` in [0, 1], labels ``[n, 1, size, size]`` and class names."""
     from liverseg_monai.data.synth.histo import HISTO_CLASSES, make_histo_tile
 
     rgb, lab = zip(*(make_histo_tile(np.random.default_rng(seed * 100003 + i), size) for i in range(n)))
@@ -351,9 +352,9 @@ def run_feature_ablation(
     from liverseg_monai.networks.pathsegdiff import PathSegDiffFeatureExtractor
 
     start = time.time()
-    unlabelled, _, _ = _histo_tiles(n_unlabelled, size, seed + 1)
-    train_x, train_y, classes = _histo_tiles(n_labelled, size, seed + 2)
-    test_x, test_y, _ = _histo_tiles(n_test, size, seed + 3)
+    unlabelled, _, _ = histo_tiles(n_unlabelled, size, seed + 1)
+    train_x, train_y, classes = histo_tiles(n_labelled, size, seed + 2)
+    test_x, test_y, _ = histo_tiles(n_test, size, seed + 3)
 
     torch.manual_seed(seed)
     ae, ldm = tiny_pathsegdiff_parts()
