@@ -24,3 +24,14 @@ def orthanc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OrthancServer]
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="module")
+def monailabel_python() -> Path:
+    """The MONAI Label environment's Python; skips when ``.venv-monailabel`` is not set up."""
+    from liverseg_monai.ecosystem.monailabel import DEFAULT_VENV, monailabel_python
+
+    python = monailabel_python(DEFAULT_VENV)
+    if python is None:
+        pytest.skip(f"MONAI Label environment {DEFAULT_VENV} not set up: run scripts/ci/setup_monailabel.sh")
+    return python

@@ -1,0 +1,112 @@
+"""A real MONAI Label server (``monaibundle`` sample app) serving this repository's bundles.
+
+One server on 127.0.0.1 serves the liver CT bundle and the H&E DeepLab bundle (and the two-stage
+tumour bundle once it has a ``models/model.pt``) from its ``model/`` folder; ``/infer`` runs on
+synthetic images over HTTP, ``/train`` runs one epoch of the liver bundle on the datastore's label.
+
+The checkpoints are randomly initialised (``init_random_weights``): these are plumbing tests (MONAI
+Label loads our configs, our transforms run in its pipeline, results come back on the input's grid);
+segmentation quality is covered by the bundle tests.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+from PIL import Image
+
+from liverseg_monai.data.synth.histo import synth_histo
+from liverseg_monai.data.synth.lits import synth_lits
+from liverseg_monai.ecosystem import monailabel as ml
+from liverseg_monai.ecosystem.bundles import init_random_weights, run_bundle
+
+REPO = Path(__file__).resolve().parents[2]
+LIVER = "liver_ct_unet_segmentation"
+HISTO = "liver_pathology_deeplab_segmentation"
+MODELS = (LIVER, HISTO)
+
+
+@pytest.fixture(scope="module")
+def server(monailabel_python: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
+    root = tmp_path_factory.mktemp("monailabel")
+    bundles = {}
+    for name in MODELS:
+        bundle = shutil.copytree(REPO / "bundles" / name, root / "bundles" / name)
+        init_random_weights(bundle, seed=0)
+        bundles[name] = bundle
+    app = ml.make_app(root / "app", bundles)
+
+    studies = root / "studies"
+    (studies / "labels" / "final").mkdir(parents=True)
+    ct = synth_lits(root / "lits", seed=0, n=2, size=(48, 48, 24)).parent
+    shutil.copy(ct / "volume-0.nii.gz", studies / "ct0.nii.gz")
+    shutil.copy(ct / "segmentation-0.nii.gz", studies / "labels" / "final" / "ct0.nii.gz")
+    shutil.copy(ct / "volume-1.nii.gz", studies / "ct1.nii.gz")
+    histo = synth_histo(root / "histo", seed=0, n=1, size=64).parent
+    shutil.copy(next((histo / "images").glob("*.png")), studies / "tile0.png")
+
+    server = ml.MonaiLabelServer(app, studies, MODELS, root / "monailabel.log")
+    try:
+        server.start(timeout_s=240)
+        yield server.url, studies
+    finally:
+        server.stop()
+
+
+def test_info_lists_our_bundles(server) -> None:
+    url, _ = server
+    info = ml.info(url)
+    assert set(MODELS) <= set(info["models"]), info["models"].keys()
+    assert info["models"][LIVER]["labels"] == {"liver": 1}
+    assert LIVER in info["trainers"]
+
+
+def test_infer_liver_ct_returns_label_map_on_input_grid(server, tmp_path: Path) -> None:
+    url, studies = server
+    out = ml.infer(url, LIVER, "ct1", tmp_path / "ct1_label.nii.gz")
+    label, image = nib.load(out), nib.load(studies / "ct1.nii.gz")
+    assert label.shape == image.shape
+    np.testing.assert_allclose(label.affine, image.affine, atol=1e-3)
+    values = set(np.unique(np.asarray(label.dataobj)).tolist())
+    assert values <= {0, 1} and values, values
+
+
+def test_infer_histopathology_matches_bundle_run(server, tmp_path: Path) -> None:
+    """The H&E tile's class map from MONAI Label equals what ``monai.bundle run`` writes for the same weights.
+
+    MONAI Label writes 2D results through ITK: PNG needs uint8 pixels and a label without channel
+    dimension (the bundle's ``pred`` is ``(1, H, W)``), so the result is asked for as NIfTI.
+    """
+    url, studies = server
+    out = ml.infer(url, HISTO, "tile0", tmp_path / "tile0_label.nii.gz",
+                   params={"result_extension": ".nii.gz", "result_dtype": "uint8"})
+    label = np.squeeze(np.asarray(nib.load(out).dataobj))
+
+    bundle = studies.parent / "bundles" / HISTO
+    dataset = tmp_path / "dataset"
+    dataset.mkdir()
+    shutil.copy(studies / "tile0.png", dataset / "tile0.png")
+    (dataset / "dataset.json").write_text(json.dumps({"testing": [{"image": "tile0.png"}]}))
+    run_bundle(bundle, ["configs/inference.json"], dataset_dir=dataset, output_dir=tmp_path / "bundle_out")
+    expected = np.asarray(Image.open(tmp_path / "bundle_out" / "tile0_label.png"))
+    assert label.shape == expected.shape == np.asarray(Image.open(studies / "tile0.png")).shape[:2]
+    assert set(np.unique(label).tolist()) <= set(range(7))
+    assert np.mean(label == expected) > 0.99
+
+
+def test_train_liver_ct_one_epoch(server) -> None:
+    url, _ = server
+    bundle_models = server[1].parent / "app" / "model" / LIVER / "models"
+    started = time.time()
+    task = ml.train(url, LIVER, {"max_epochs": 1, "val_split": 0.0, "multi_gpu": False, "device": "cpu"},
+                    timeout_s=400)
+    assert task["status"] == "DONE"
+    written = [p for p in bundle_models.glob("*.pt") if p.stat().st_mtime >= started - 1]
+    assert written, f"no checkpoint written in {bundle_models}"
