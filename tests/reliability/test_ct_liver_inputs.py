@@ -114,7 +114,8 @@ def test_empty_and_escaping_datalists(tmp_path):
         load_datalist(tmp_path, "testing")
 
 
-def test_bundle_run_on_a_corrupt_file_exits_with_one_clear_line_and_no_output(tmp_path):
+def _plumbing_bundle(tmp_path):
+    """The bundle's configs with random weights (these tests check error handling, not accuracy)."""
     import torch
 
     bundle = tmp_path / "bundle"
@@ -125,6 +126,11 @@ def test_bundle_run_on_a_corrupt_file_exits_with_one_clear_line_and_no_output(tm
     torch.save(parser.get_parsed_content("network_def").state_dict(), bundle / "models" / "model.pt")
     data = tmp_path / "data"
     data.mkdir()
+    return bundle, data
+
+
+def test_bundle_run_on_a_corrupt_file_exits_with_one_clear_line_and_no_output(tmp_path):
+    bundle, data = _plumbing_bundle(tmp_path)
     (data / "broken.nii.gz").write_bytes(b"\x1f\x8b\x08\x00 this is not a volume")
     (data / "dataset.json").write_text(json.dumps({"testing": ["broken.nii.gz"]}))
     out = tmp_path / "out"
@@ -140,16 +146,7 @@ def test_bundle_run_on_a_corrupt_file_exits_with_one_clear_line_and_no_output(tm
 
 
 def test_cohort_inference_reports_a_failed_case_and_goes_on(tmp_path):
-    import torch
-
-    bundle = tmp_path / "bundle"
-    (bundle / "models").mkdir(parents=True)
-    (bundle / "configs").symlink_to(BUNDLE / "configs")
-    parser = ConfigParser()
-    parser.read_config(str(BUNDLE / "configs" / "inference.json"))
-    torch.save(parser.get_parsed_content("network_def").state_dict(), bundle / "models" / "model.pt")
-    data = tmp_path / "data"
-    data.mkdir()
+    bundle, data = _plumbing_bundle(tmp_path)
     good = [_nii(data / f"good{i}.nii.gz", _ct((16, 16, 8))) for i in range(2)]
     _nii(data / "nan.nii.gz", np.full((16, 16, 8), np.nan, np.float32))
     (data / "dataset.json").write_text(json.dumps({"testing": [good[0], "nan.nii.gz", good[1]]}))
