@@ -95,30 +95,39 @@ def scenario_ct_liver(shape=(512, 512, 128), device: str = "cpu") -> dict:
                 "goal_peak_rss_mb": 3072, "device": device}
 
 
+def _bundle_network(bundle: str):
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config(str(REPO / "bundles" / bundle / "configs" / "inference.json"))
+    parser["bundle_root"] = str(REPO / "bundles" / bundle)
+    return parser.get_parsed_content("network_def")
+
+
 def scenario_networks(size: int = 256, batch: int = 4) -> dict:
-    import segmentation_models_pytorch as smp  # noqa: F401  (bench extra)
-    from monai.networks.nets import FlexibleUNet
+    """Our bundles' networks (as their inference configs build them) against segmentation_models_pytorch."""
+    import segmentation_models_pytorch as smp  # the bench extra
 
     rows = []
-    x3 = torch.randn(batch, 3, size, size)
-    ours_unet = FlexibleUNet(in_channels=3, out_channels=2, backbone="resnet50", pretrained=False, spatial_dims=2,
-                             decoder_channels=(256, 128, 64, 32, 16)).eval()
-    ref_unet = smp.Unet("resnet50", encoder_weights=None, in_channels=3, classes=2).eval()
-    pairs = [("U-Net ResNet-50", ours_unet, ref_unet)]
-    try:
-        from liverseg_monai.networks.deeplab import DeepLabV3Plus
-
-        ours_dl = DeepLabV3Plus(in_channels=3, num_classes=7).eval()
-        ref_dl = smp.DeepLabV3Plus("resnet50", encoder_weights=None, in_channels=3, classes=7).eval()
-        pairs.append(("DeepLabV3+ ResNet-50 (ours: deformable ASPP)", ours_dl, ref_dl))
-    except Exception as err:  # the DeepLab may be configured differently; record why
-        rows.append({"network": "DeepLabV3+", "error": str(err)})
+    specs = [
+        ("U-Net ResNet-50 (liver_ct_unet_segmentation)", "liver_ct_unet_segmentation",
+         lambda: smp.Unet("resnet50", encoder_weights=None, in_channels=1, classes=2), 1),
+        ("DeepLabV3+ ResNet-50, deformable ASPP (liver_pathology_deeplab_segmentation)",
+         "liver_pathology_deeplab_segmentation",
+         lambda: smp.DeepLabV3Plus("resnet50", encoder_weights=None, in_channels=3, classes=7), 3),
+    ]
     with torch.no_grad():
-        for name, ours, ref in pairs:
-            ours(x3), ref(x3)  # warm-up
-            t_ours = _timeit(lambda: ours(x3), 3)  # noqa: B023
-            t_ref = _timeit(lambda: ref(x3), 3)  # noqa: B023
-            rows.append({"network": name, "input": [batch, 3, size, size], "ours_s": t_ours, "smp_s": t_ref,
+        for name, bundle, make_ref, channels in specs:
+            try:
+                ours, ref = _bundle_network(bundle).eval(), make_ref().eval()
+            except Exception as err:  # a bundle missing or configured differently: say so
+                rows.append({"network": name, "error": f"{type(err).__name__}: {err}"})
+                continue
+            x = torch.randn(batch, channels, size, size)
+            ours(x), ref(x)  # warm-up
+            t_ours = _timeit(lambda: ours(x), 3)  # noqa: B023
+            t_ref = _timeit(lambda: ref(x), 3)  # noqa: B023
+            rows.append({"network": name, "input": [batch, channels, size, size], "ours_s": t_ours, "smp_s": t_ref,
                          "time_ratio": t_ours / t_ref,
                          "ours_params_m": sum(p.numel() for p in ours.parameters()) / 1e6,
                          "smp_params_m": sum(p.numel() for p in ref.parameters()) / 1e6})
