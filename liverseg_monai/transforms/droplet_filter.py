@@ -64,6 +64,7 @@ def filter_droplets(
     eccentricity_range: Sequence[float] = DEFAULT_ECCENTRICITY_RANGE,
     eccentricity_measure: str = "elongation",
     reference: str = "mean",
+    keep_border: bool = True,
     relabel: bool = False,
 ) -> np.ndarray:
     """Remove droplets whose features fall outside bounds relative to the image's mean droplet.
@@ -79,6 +80,8 @@ def filter_droplets(
             droplets, so elongation is the default; both are reported by :func:`droplet_table`.
         reference: ``"mean"`` (the paper) or ``"median"`` (robust when a few outliers dominate a
             tile with few droplets) of each feature over the image's objects.
+        keep_border: objects touching the image border are truncated, so their features say little:
+            keep them and leave them out of the means (``False`` filters them like the others).
         relabel: renumber the kept droplets 1..N.
 
     Returns:
@@ -104,15 +107,20 @@ def filter_droplets(
         shape[~np.isfinite(shape)] = np.nan
     else:
         shape = np.array([r.eccentricity for r in regions], float)
+    h, w = labels.shape[:2]
+    border = np.array([r.bbox[0] == 0 or r.bbox[1] == 0 or r.bbox[2] == h or r.bbox[3] == w for r in regions])
+    if not keep_border or border.all():
+        border = np.zeros(len(regions), bool)
     keep = np.ones(len(regions), bool)
     for values, (lo, hi) in ((area, size_range), (perim, perimeter_range), (shape, eccentricity_range)):
-        finite = values[np.isfinite(values)]
+        finite = values[np.isfinite(values) & ~border]
         mean = (np.mean(finite) if reference == "mean" else np.median(finite)) if len(finite) else np.nan
         if not np.isfinite(mean) or mean <= 0:
             continue
         ratio = values / mean
         keep &= np.nan_to_num(ratio, nan=np.inf) >= lo
         keep &= np.nan_to_num(ratio, nan=np.inf) <= hi
+    keep |= border
     removed = [r.label for r, k in zip(regions, keep) if not k]
     out = labels.copy()
     if removed:
@@ -136,10 +144,12 @@ class DropletFilterd(MapTransform):
         eccentricity_range: Sequence[float] = DEFAULT_ECCENTRICITY_RANGE,
         eccentricity_measure: str = "elongation",
         reference: str = "mean",
+        keep_border: bool = True,
         allow_missing_keys: bool = False,
     ) -> None:
         super().__init__(keys, allow_missing_keys)
         self.kwargs = dict(size_range=size_range, perimeter_range=perimeter_range, reference=reference,
+                           keep_border=keep_border,
                            eccentricity_range=eccentricity_range, eccentricity_measure=eccentricity_measure)
 
     def __call__(self, data: Mapping[Hashable, object]) -> dict:

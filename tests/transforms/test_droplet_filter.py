@@ -65,3 +65,11 @@ def test_dict_transform_zeroes_scores():
     assert out.shape == pred.shape and isinstance(out, torch.Tensor)
     assert not (out[0] == 21).any() and float(out[1][pred[0] == 21].max()) == 0.0
     assert (out[0] == 1).any()
+
+
+def test_border_objects_are_kept_and_not_counted():
+    lab = _scene()
+    lab[0:2, 60:100] = 23  # a truncated sliver on the image border
+    out = filter_droplets(lab)
+    assert 23 in out and 21 not in out
+    assert 23 not in filter_droplets(lab, keep_border=False)
