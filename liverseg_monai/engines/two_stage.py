@@ -213,15 +213,18 @@ class AblationMetrics:
 class SaveDicomSegd:
     """Write the label map as a DICOM-SEG referencing the source series, when the input was a DICOM folder.
 
-    ``keys`` label maps must be on the grid the series was read on (after ``Invertd``). Files go to
-    ``<output_dir>/<series folder name>_seg.dcm``. NIfTI inputs are skipped (logged); ``enabled=False``
-    passes everything through.
+    Args:
+        keys: label maps on the grid the series was read on (after ``Invertd``).
+        output_dir: files go to ``<output_dir>/<series folder name>_seg.dcm`` (written atomically).
+        segments: segment label -> the label values it covers; by default the HCC-TACE-Seg segments
+            (``Liver`` = liver with its tumours, ``Mass`` = tumour). Empty segments are left out.
+        enabled: ``False`` passes everything through. NIfTI inputs are skipped (logged).
     """
 
-    def __init__(self, keys: str | Sequence[str], output_dir: str, segment_names: dict, enabled: bool = True,
-                 image_key: str = "image"):
+    def __init__(self, keys: str | Sequence[str], output_dir: str, segments: dict | None = None, enabled: bool = True):
         self.keys = [keys] if isinstance(keys, str) else list(keys)
-        self.output_dir, self.segment_names, self.enabled, self.image_key = output_dir, dict(segment_names), enabled, image_key
+        self.output_dir, self.enabled = output_dir, enabled
+        self.segments = dict(segments) if segments else {"Liver": (1, 2), "Mass": (2,)}
 
     def __call__(self, data: dict) -> dict:
         if not self.enabled:
@@ -237,11 +240,16 @@ class SaveDicomSegd:
             if not os.path.isdir(source):
                 logger.info("%s: not a DICOM series folder; no DICOM-SEG written", source)
                 continue
-            from liverseg_monai.io.dicom import write_seg
+            from liverseg_monai.io.dicom import write_seg_masks
 
             pred = data[key]
             array = pred.detach().cpu().numpy() if isinstance(pred, torch.Tensor) else np.asarray(pred)
+            labels = array[0] if array.ndim == 4 else array
+            masks = {name: np.isin(labels, values) for name, values in self.segments.items()}
+            masks = {name: m for name, m in masks.items() if m.any()}
             name = os.path.basename(source.rstrip("/"))
-            write_seg(array[0].astype(np.uint8), source, os.path.join(self.output_dir, f"{name}_seg.dcm"),
-                      [self.segment_names[k] for k in sorted(self.segment_names)])
+            if not masks:
+                logger.warning("%s: empty prediction; no DICOM-SEG written", source)
+                continue
+            write_seg_masks(masks, source, os.path.join(self.output_dir, f"{name}_seg.dcm"), uid_entropy=name)
         return data
