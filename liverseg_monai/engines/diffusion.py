@@ -331,6 +331,7 @@ def run_feature_ablation(
     ae_epochs: int = 10,
     ldm_epochs: int = 10,
     head_epochs: int = 30,
+    head_lr: float = 1e-3,
     timestep: int = 50,
     hidden_channels: Sequence[int] = (32,),
     log: Callable[[str], None] = print,
@@ -369,13 +370,13 @@ def run_feature_ablation(
         feats_train, feats_test = extract_features(extractor, train_x), extract_features(extractor, test_x)
         torch.manual_seed(seed)
         head = ConvSegmentationHead(extractor.out_channels, len(classes), hidden_channels)
-        curves[f"head_{arm}"] = fit_head(head, feats_train, train_y, head_epochs, seed=seed)
+        curves[f"head_{arm}"] = fit_head(head, feats_train, train_y, head_epochs, lr=head_lr, seed=seed)
         results[arm] = score_head(head, feats_test, test_y, classes)
         log(f"{arm}: pixel accuracy {results[arm]['pixel_accuracy']:.3f} mean Dice {results[arm]['mean_dice']:.3f} "
             f"mIoU {results[arm]['mean_iou']:.3f}")
     results["budget"] = {
         "seed": seed, "tile_size": size, "n_unlabelled": n_unlabelled, "n_labelled": n_labelled, "n_test": n_test,
-        "autoencoder_epochs": ae_epochs, "diffusion_epochs": ldm_epochs, "head_epochs": head_epochs,
+        "autoencoder_epochs": ae_epochs, "diffusion_epochs": ldm_epochs, "head_epochs": head_epochs, "head_lr": head_lr,
         "timestep": timestep, "head_hidden_channels": list(hidden_channels),
         "self_supervised_seconds": round(self_supervised_s, 1), "total_seconds": round(time.time() - start, 1),
         "threads": torch.get_num_threads(),
@@ -395,6 +396,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for name, default in (("n_unlabelled", 96), ("n_labelled", 16), ("n_test", 16), ("size", 48),
                           ("ae_epochs", 10), ("ldm_epochs", 10), ("head_epochs", 30), ("timestep", 50)):
         parser.add_argument(f"--{name.replace('_', '-')}", dest=name, type=int, default=default)
+    parser.add_argument("--head-lr", dest="head_lr", type=float, default=1e-3)
     args = vars(parser.parse_args(argv))
     results = run_feature_ablation(**args)
     print(json.dumps({k: results[k] for k in ("diffusion", "random_encoder", "budget")}, indent=1, default=str))

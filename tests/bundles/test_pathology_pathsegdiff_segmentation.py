@@ -36,7 +36,7 @@ def test_autoencoder_stage_resumes_from_its_checkpoint(tmp_path):
     latest = latest_checkpoint(models, "autoencoder_checkpoint_epoch=*.pt")
     assert latest.endswith("autoencoder_checkpoint_epoch=2.pt")  # what a third run would resume from
     ckpt = torch.load(models / "autoencoder_checkpoint_epoch=2.pt", weights_only=True)
-    assert ckpt["trainer"]["epoch"] == 2
+    assert ckpt["trainer"]["iteration"] == 2 * ckpt["trainer"]["epoch_length"]  # two epochs in all
     second = torch.load(models / "autoencoder.pt", weights_only=True)
     assert any(not torch.equal(first[k], second[k]) for k in first)  # epoch 2 trained on top of epoch 1
 
@@ -73,15 +73,20 @@ def test_whole_slide_inference_with_the_slide_machinery(tmp_path):
     slide = json.loads((data / "dataset.json").read_text())["testing"][0]["image"]
     stem = slide.split("/")[-1].split(".")[0]
     assert (out / f"{stem}_label.tiff").is_file() and (out / f"{stem}_overlay.png").is_file()
-    with open_slide(out / f"{stem}_label.tiff") as labels, open_slide(data / slide) as rgb:
-        assert labels.dimensions == rgb.dimensions
-        values = np.unique(labels.read_region((0, 0), 0, labels.dimensions))
+    labels, rgb = open_slide(out / f"{stem}_label.tiff", require_mpp=False), open_slide(data / slide)
+    try:
+        assert labels.shape == rgb.shape == (256, 384)
+        values = np.unique(labels.read_region(0, 0, 0, *labels.shape))
+    finally:
+        labels.close()
+        rgb.close()
     assert values.max() < len(tiny()["class_names"])
 
 
 @pytest.mark.slow
 def test_ablation_diffusion_features_learn(tmp_path):
     from liverseg_monai.engines.diffusion import histo_tiles, run_feature_ablation
+    from liverseg_monai.metrics.segmentation import confusion_matrix, segmentation_summary
 
     torch.set_num_threads(2)
     res = run_feature_ablation(tmp_path, seed=0, n_unlabelled=32, n_labelled=8, n_test=8, size=32,
@@ -94,8 +99,12 @@ def test_ablation_diffusion_features_learn(tmp_path):
     assert curves["diffusion"][-1] < curves["diffusion"][0]
     # the head on frozen diffusion features learns the tissue classes of unseen tiles
     assert curves["head_diffusion"][-1] < 0.7 * curves["head_diffusion"][0]
-    _, test_labels, _ = histo_tiles(8, 32, seed=0 + 3)  # the ablation's test tiles
-    majority = np.bincount(test_labels.numpy().ravel()).max() / test_labels.numel()
-    assert res["diffusion"]["pixel_accuracy"] > majority + 0.05
+    # ... better than predicting the most frequent class (parenchyma) everywhere
+    _, test_labels, classes = histo_tiles(8, 32, seed=0 + 3)  # the ablation's test tiles
+    ref = test_labels.numpy().ravel()
+    majority = segmentation_summary(confusion_matrix(np.full_like(ref, np.bincount(ref).argmax()), ref, 7), classes)
+    assert res["diffusion"]["pixel_accuracy"] > majority["pixel_accuracy"]
+    assert res["diffusion"]["mean_dice"] > majority["mean_dice"] + 0.05
+    assert res["diffusion"]["mean_iou"] > majority["mean_iou"] + 0.03
     for arm in ("diffusion", "random_encoder"):
         assert 0.0 <= res[arm]["mean_iou"] <= 1.0
