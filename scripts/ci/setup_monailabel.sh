@@ -8,7 +8,7 @@
 # runtime dependencies are listed below. liverseg_monai is installed editable without its dependencies
 # (highdicom wants pydicom 3); the bundles' inference and training need only the packages listed.
 #
-# torch: when the main .venv holds the project's torch build, its files are linked into this
+# torch and ITK: when the main .venv holds the project's torch build, their files are linked into this
 # environment (a .pth entry after this environment's own site-packages, so this environment's numpy<2
 # wins) instead of installing the same multi-GB wheels a second time. Set MONAILABEL_OWN_TORCH=1 to
 # install torch into this environment instead.
@@ -28,7 +28,7 @@ PIP="$VENV/bin/python -m pip install -q"
 SITE=$("$VENV/bin/python" -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")
 
 if [ -z "${MONAILABEL_OWN_TORCH:-}" ] && "$MAIN_VENV/bin/python" -c "import importlib.metadata as m; assert m.version('torch') == '2.14.1' and m.version('torchvision') == '0.29.1'" 2>/dev/null; then
-    # link torch, torchvision and their dependency closure (without numpy and pillow) from the main venv
+    # link torch, torchvision, ITK and their dependency closure (without numpy and pillow) from the main venv
     "$MAIN_VENV/bin/python" - "$VENV/torch-site" "$SITE/liverseg-torch.pth" <<'PY'
 import importlib.metadata as md
 import os
@@ -39,9 +39,10 @@ from pathlib import Path
 target, pth = Path(sys.argv[1]), Path(sys.argv[2])
 skip = {"numpy", "pillow"}
 norm = lambda name: re.sub(r"[-_.]+", "-", name).lower()  # noqa: E731
-# torch's CUDA libraries come through extras (cuda-toolkit[...]): take every nvidia-*/cuda-* distribution
+# torch's CUDA libraries come through extras (cuda-toolkit[...]): take every nvidia-*/cuda-* distribution;
+# ITK (1.5 GB, pure-Python numpy use, works with numpy 1.26) is linked too
 todo = ["torch", "torchvision"] + [d.metadata["Name"] for d in md.distributions()
-                                   if norm(d.metadata["Name"]).startswith(("nvidia-", "cuda-"))]
+                                   if norm(d.metadata["Name"]).startswith(("nvidia-", "cuda-", "itk"))]
 seen = set()
 while todo:
     name = norm(todo.pop())

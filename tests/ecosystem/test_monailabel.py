@@ -27,6 +27,7 @@ from liverseg_monai.ecosystem import monailabel as ml
 from liverseg_monai.ecosystem.bundles import init_random_weights
 
 REPO = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.slow  # real servers; CI runs them (make test), test-fast skips them
 LIVER = "liver_ct_unet_segmentation"
 HISTO = "liver_pathology_deeplab_segmentation"
 MODELS = (LIVER, HISTO)
