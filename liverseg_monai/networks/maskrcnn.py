@@ -1,6 +1,6 @@
 """Mask R-CNN with a ResNet-FPN backbone for steatosis droplet instance segmentation.
 
-Papers: Guo et al., "Liver Steatosis Segmentation with Deep Learning Methods", ISBI 2019
+Papers: Guo et al., "Liver Steatosis Segmentation with Deep Learning Methods"
 (arXiv:1911.07088), which applies Mask R-CNN (He et al., ICCV 2017) to overlapped fat droplets.
 
 The detector is torchvision's :class:`~torchvision.models.detection.MaskRCNN` composed from parts: a

@@ -1,7 +1,7 @@
 """Classical steatosis segmentation with clump splitting, for label bootstrapping and as a baseline.
 
 The method of Guo et al. ("Segmentation of overlapped steatosis in whole-slide liver histopathology
-microscopy images", EMBC 2018), used by the Mask R-CNN paper (arXiv:1911.07088) to bootstrap labels:
+microscopy images", 2018), used by the Mask R-CNN paper (arXiv:1911.07088) to bootstrap labels:
 
 1. grey-scale conversion and a threshold on the normalised grey level (1st-99th percentile -> [0, 1]);
 2. background exclusion: bright regions larger than any clump (bare glass, tears) are not droplets;
