@@ -12,10 +12,13 @@ import logging
 from collections.abc import Sequence
 
 import torch
+from monai.engines.utils import IterationEvents
 from monai.utils import min_version, optional_import
 from torch import Tensor, nn
 
 from liverseg_monai.networks.maskrcnn import LOSS_NAMES
+
+GRAD_CLIP_NORM = 10.0  # gradient norm clipping keeps SGD at lr 0.02 stable from random initialisation
 
 Events, _ = optional_import("ignite.engine", "0.4.4", min_version, "Events")
 logger = logging.getLogger(__name__)
@@ -51,22 +54,27 @@ def maskrcnn_train_iteration(engine, batchdata: dict) -> dict:
     """SupervisedTrainer ``iteration_update``: one SGD step of Mask R-CNN on a batch.
 
     ``batchdata`` holds ``image`` ``[B, 3, H, W]`` in [0, 1] and ``label`` ``[B, 1, H, W]`` instance ids.
-    Returns the engine output: ``loss`` (the summed loss tensor) and each detector loss as a float.
+    Fires MONAI's iteration events like ``SupervisedTrainer`` (so the output is decollated and handlers
+    such as ``StatsHandler`` or MLflow read ``loss`` with ``from_engine(["loss"], first=True)``).
+    Returns the engine output: ``loss`` (the summed loss) and each detector loss.
     """
     images = batchdata["image"].to(engine.state.device, torch.float32)
     targets = [{k: v.to(images.device) for k, v in instances_to_target(lab).items()} for lab in batchdata["label"]]
     engine.network.train()
     loss_vector = engine.network(images, targets)
     loss = loss_vector.sum()
+    engine.fire_event(IterationEvents.FORWARD_COMPLETED)
+    engine.fire_event(IterationEvents.LOSS_COMPLETED)
     engine.optimizer.zero_grad(set_to_none=True)
     loss.backward()
-    clip = getattr(engine, "grad_clip", 10.0)
-    if clip:
-        torch.nn.utils.clip_grad_norm_(engine.network.parameters(), clip)
+    engine.fire_event(IterationEvents.BACKWARD_COMPLETED)
+    if GRAD_CLIP_NORM:
+        torch.nn.utils.clip_grad_norm_(engine.network.parameters(), GRAD_CLIP_NORM)
     engine.optimizer.step()
-    out = {"image": images, "loss": loss.detach()}
-    out.update({k: float(v) for k, v in zip(LOSS_NAMES, loss_vector.detach())})
-    return out
+    engine.state.output = {"image": images, "loss": loss.detach()}
+    engine.state.output.update({k: float(v) for k, v in zip(LOSS_NAMES, loss_vector.detach())})
+    engine.fire_event(IterationEvents.MODEL_COMPLETED)  # MONAI decollates the output here, as SupervisedTrainer
+    return engine.state.output
 
 
 class TrainingPhases:
