@@ -68,3 +68,47 @@ def run_bundle(bundle_root: str | os.PathLike, configs: Sequence[str], python: s
     if proc.returncode != 0:
         raise RuntimeError(f"bundle run failed ({proc.returncode}): {' '.join(cmd)}\n{(proc.stdout + proc.stderr)[-4000:]}")
     return proc
+
+
+def set_config_values(bundle_root: str | os.PathLike, config: str, values: Mapping[str, object]) -> Path:
+    """Rewrite ``config`` (relative to ``bundle_root``) of a bundle *copy* with ``id -> value`` set.
+
+    For tools that run a bundle without taking overrides (MONAI Label reads ``configs/inference.json``
+    as it is): for example smoke-scale sizes in a throw-away copy. Ids use ``#`` between levels.
+    """
+    path = Path(bundle_root) / config
+    parser = ConfigParser()
+    parser.read_config(str(path))
+    for key, value in values.items():
+        parser[key] = value
+    with atomic_path(path) as tmp:
+        ConfigParser.export_config_file(parser.get(), str(tmp), fmt="json", indent=4)
+    return path
+
+
+def save_network_weights(bundle_root: str | os.PathLike, out: str = "models/model.pt",
+                         config: str = "configs/inference.json", network_id: str = "network",
+                         load: Mapping[str, str] | None = None) -> Path:
+    """Save the state dict of a bundle's ``network`` after loading sub-network checkpoints into it.
+
+    MONAI Label loads one ``models/model.pt`` into the bundle's ``network``; a bundle whose network is
+    composed of several checkpointed parts (the two-stage tumour bundle: ``liver#network_def`` from
+    ``models/model_liver.pt``, ``tumor#network_def`` from ``models/model_tumor.pt``) is served by
+    saving the composed network's state dict once.
+
+    Args:
+        load: checkpoint path (relative to ``bundle_root``) -> config id of the part it holds.
+    """
+    root = Path(bundle_root)
+    parser = ConfigParser()
+    parser.read_config(str(root / config))
+    parser["bundle_root"] = str(root)
+    parser["device"] = "$torch.device('cpu')"
+    network = parser.get_parsed_content(network_id)
+    for rel, part_id in (load or {}).items():
+        part = parser.get_parsed_content(part_id)
+        part.load_state_dict(torch.load(root / rel, map_location="cpu", weights_only=True))
+    path = root / out
+    with atomic_path(path) as tmp:
+        torch.save(network.state_dict(), tmp)
+    return path

@@ -25,7 +25,8 @@ import requests
 from liverseg_monai.ecosystem.servers import LOOPBACK, ServerProcess, free_port
 
 REPO = Path(__file__).resolve().parents[2]
-DEFAULT_VENV = REPO / ".venv-monailabel"
+# the environment scripts/ci/setup_monailabel.sh makes (same MONAILABEL_VENV variable, relative to the repository)
+DEFAULT_VENV = REPO / os.environ.get("MONAILABEL_VENV", ".venv-monailabel")
 # offline operation: bundles come from the app's model/ folder, no SAM2 download
 OFFLINE_CONF = {"zoo_source": "github", "sam2": "false"}
 

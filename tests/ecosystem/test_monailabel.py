@@ -11,11 +11,13 @@ segmentation quality is covered by the bundle tests.
 
 from __future__ import annotations
 
+import json
 import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import itk
 import nibabel as nib
 import numpy as np
 import pytest
@@ -24,13 +26,19 @@ from PIL import Image
 from liverseg_monai.data.synth.histo import synth_histo
 from liverseg_monai.data.synth.lits import synth_lits
 from liverseg_monai.ecosystem import monailabel as ml
-from liverseg_monai.ecosystem.bundles import init_random_weights
+from liverseg_monai.ecosystem.bundles import init_random_weights, save_network_weights, set_config_values
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow  # real servers; CI runs them (make test), test-fast skips them
 LIVER = "liver_ct_unet_segmentation"
 HISTO = "liver_pathology_deeplab_segmentation"
-MODELS = (LIVER, HISTO)
+TUMOR = "liver_tumor_ct_segresnetvae"
+MODELS = (LIVER, HISTO, TUMOR)
+# the tumour bundle's smoke-scale settings (as in its recipe), written into the served copy because
+# MONAI Label runs configs/inference.json without overrides
+TUMOR_SMALL = {"spacing": [8.0, 8.0, 10.0], "liver#roi_size": [32, 32, 16], "tumor#roi_size": [32, 32, 16],
+               "init_filters": 8}
+TUMOR_PARTS = {"models/model_liver.pt": "liver#network_def", "models/model_tumor.pt": "tumor#network_def"}
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +47,16 @@ def server(monailabel_python: Path, tmp_path_factory: pytest.TempPathFactory) ->
     bundles = {}
     for name in MODELS:
         bundle = shutil.copytree(REPO / "bundles" / name, root / "bundles" / name)
-        init_random_weights(bundle, seed=0)
+        if name == TUMOR:
+            # two checkpointed stages; MONAI Label loads one models/model.pt into `network` (both stages)
+            # MONAI Label builds `network_def` (the bundle's is the liver stage, for export): serve the
+            # composed two-stage `network` under that id in this copy
+            two_stage = json.loads((bundle / "configs" / "inference.json").read_text())["network"]
+            set_config_values(bundle, "configs/inference.json", {**TUMOR_SMALL, "network_def": two_stage})
+            init_random_weights(bundle, TUMOR_PARTS, seed=0)
+            save_network_weights(bundle, load=TUMOR_PARTS)
+        else:
+            init_random_weights(bundle, seed=0)
         bundles[name] = bundle
     app = ml.make_app(root / "app", bundles)
 
@@ -49,6 +66,9 @@ def server(monailabel_python: Path, tmp_path_factory: pytest.TempPathFactory) ->
     shutil.copy(ct / "volume-0.nii.gz", studies / "ct0.nii.gz")
     shutil.copy(ct / "segmentation-0.nii.gz", studies / "labels" / "final" / "ct0.nii.gz")
     shutil.copy(ct / "volume-1.nii.gz", studies / "ct1.nii.gz")
+    # NRRD for the tumour bundle: MONAI 1.6's Spacingd updates every dict entry named "image_*" when the
+    # input is NIfTI, and MONAI Label puts the string "image_path" there (docs/monailabel.md)
+    itk.imwrite(itk.imread(str(ct / "volume-1.nii.gz")), str(studies / "ct2.nrrd"))
     histo = synth_histo(root / "histo", seed=0, n=1, size=64).parent
     shutil.copy(next((histo / "images").glob("*.png")), studies / "tile0.png")
 
@@ -76,6 +96,16 @@ def test_infer_liver_ct_returns_label_map_on_input_grid(server, tmp_path: Path) 
     np.testing.assert_allclose(label.affine, image.affine, atol=1e-3)
     values = set(np.unique(np.asarray(label.dataobj)).tolist())
     assert values <= {0, 1} and values, values
+
+
+def test_infer_two_stage_tumour_ct_returns_liver_and_tumour_labels(server, tmp_path: Path) -> None:
+    url, studies = server
+    out = ml.infer(url, TUMOR, "ct2", tmp_path / "ct2_tumour.nrrd")
+    label, image = itk.imread(str(out)), itk.imread(str(studies / "ct2.nrrd"))
+    assert tuple(label.GetLargestPossibleRegion().GetSize()) == tuple(image.GetLargestPossibleRegion().GetSize())
+    np.testing.assert_allclose(np.asarray(label.GetOrigin()), np.asarray(image.GetOrigin()), atol=1e-3)
+    np.testing.assert_allclose(np.asarray(label.GetSpacing()), np.asarray(image.GetSpacing()), atol=1e-3)
+    assert set(np.unique(itk.array_from_image(label)).tolist()) <= {0, 1, 2}
 
 
 def test_infer_histopathology_returns_the_bundle_prediction(server, tmp_path: Path) -> None:
