@@ -11,7 +11,6 @@ segmentation quality is covered by the bundle tests.
 
 from __future__ import annotations
 
-import json
 import shutil
 import time
 from collections.abc import Iterator
@@ -26,7 +25,7 @@ from PIL import Image
 from liverseg_monai.data.synth.histo import synth_histo
 from liverseg_monai.data.synth.lits import synth_lits
 from liverseg_monai.ecosystem import monailabel as ml
-from liverseg_monai.ecosystem.bundles import init_random_weights, save_network_weights, set_config_values
+from liverseg_monai.ecosystem.bundles import init_random_weights, set_config_values
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow  # real servers; CI runs them (make test), test-fast skips them
@@ -48,13 +47,10 @@ def server(monailabel_python: Path, tmp_path_factory: pytest.TempPathFactory) ->
     for name in MODELS:
         bundle = shutil.copytree(REPO / "bundles" / name, root / "bundles" / name)
         if name == TUMOR:
-            # two checkpointed stages; MONAI Label loads one models/model.pt into `network` (both stages)
-            # MONAI Label builds `network_def` (the bundle's is the liver stage, for export): serve the
-            # composed two-stage `network` under that id in this copy
-            two_stage = json.loads((bundle / "configs" / "inference.json").read_text())["network"]
-            set_config_values(bundle, "configs/inference.json", {**TUMOR_SMALL, "network_def": two_stage})
+            # MONAI Label builds `network_def` and loads one models/model.pt: serve the composed two stages
+            set_config_values(bundle, "configs/inference.json", TUMOR_SMALL)
             init_random_weights(bundle, TUMOR_PARTS, seed=0)
-            save_network_weights(bundle, load=TUMOR_PARTS)
+            ml.serve_composed_network(bundle, TUMOR_PARTS)
         else:
             init_random_weights(bundle, seed=0)
         bundles[name] = bundle
