@@ -52,6 +52,7 @@ def refine_lesions(
     balloon: float = 0.0,
     min_voxels: int = 8,
     max_growth: float = 4.0,
+    beyond_contrast: float | None = None,
 ) -> np.ndarray:
     """Refine every connected lesion of ``labels`` with a morphological active contour.
 
@@ -70,6 +71,10 @@ def refine_lesions(
         lambda1, lambda2: Chan-Vese weights of the inside and outside region terms.
         balloon: geodesic balloon force (>0 inflates, <0 deflates, 0 none).
         min_voxels: lesions smaller than this are kept as predicted (too small to refine).
+        beyond_contrast: voxels further from the organ's intensity than the lesion's mean by more than
+            ``beyond_contrast`` times the lesion-organ contrast (for example contrast-filled vessels next
+            to a hyper-dense lesion) are treated as organ, so the contour does not follow them; ``None``
+            keeps every voxel.
         max_growth: a refined lesion larger than ``max_growth`` times (or smaller than ``1/max_growth``
             times) the predicted one is rejected and the prediction kept (a contour that leaked).
 
@@ -112,9 +117,15 @@ def refine_lesions(
             continue
         allowed = organ[box] & ((lesions[box] == 0) | lesion)
         crop = image[box].copy()
+        rest = organ[box] & ~lesion
+        organ_hu = float(np.median(crop[rest])) if rest.any() else float(crop[lesion].mean())
         outside = ~organ[box]
-        if outside.any():  # outside the organ looks like the organ, so the contour never prefers it
-            crop[outside] = float(np.median(crop[organ[box] & ~lesion])) if (organ[box] & ~lesion).any() else float(crop[lesion].mean())
+        if beyond_contrast is not None and rest.any():
+            lesion_hu = float(crop[lesion].mean())
+            contrast = lesion_hu - organ_hu
+            outside |= (crop - lesion_hu) * np.sign(contrast) > beyond_contrast * abs(contrast)
+        if outside.any():  # they look like the organ, so the contour never prefers them
+            crop[outside] = organ_hu
         _reset_smoothing_phase()
         if method == "chan_vese":
             level = morphological_chan_vese(crop, num_iter=iterations, init_level_set=lesion.astype(np.int8),

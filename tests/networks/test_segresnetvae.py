@@ -28,7 +28,7 @@ def test_forward_accepts_other_sizes_at_inference():
 def test_training_view_returns_vae_loss_and_trains_the_vae_branch():
     net = small()
     seg, vae_loss = WithVAELoss(net).train()(torch.randn(2, 1, *SIZE))
-    assert seg.shape == (2, 2, *SIZE) and vae_loss.ndim == 0 and float(vae_loss) > 0
+    assert seg.shape == (2, 2, *SIZE) and vae_loss.ndim == 0 and float(vae_loss.detach()) > 0
     vae_loss.backward()
     assert net.vae_fc1.weight.grad is not None and net.vae_fc1.weight.grad.abs().sum() > 0
     assert net.convInit.conv.weight.grad.abs().sum() > 0  # the encoder is regularised too
