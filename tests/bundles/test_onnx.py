@@ -2,7 +2,6 @@
 an ``onnx`` section (the U-Net and the DeepLab, issue 9)."""
 
 import subprocess
-import sys
 
 import numpy as np
 import pytest
