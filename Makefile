@@ -24,7 +24,7 @@ test-fast: setup
 	$(PY) -m pytest -q -ra -m "not slow"
 
 lint: setup
-	$(PY) -m ruff check liverseg_monai tests bundles
+	$(PY) -m ruff check liverseg_monai tests bundles auto3dseg
 
 verify: setup
 	$(PY) -m pytest -q -ra tests/bundles -k "metadata or net_in_out or export"
