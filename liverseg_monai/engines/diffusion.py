@@ -127,8 +127,9 @@ class AutoencoderStep:
     """``iteration_update`` of a ``SupervisedTrainer`` training an ``AutoencoderKL`` (stage 1).
 
     The trainer's ``network`` is the autoencoder and its ``loss_function`` the reconstruction loss (for
-    example ``torch.nn.L1Loss()``); the KL term is added with weight ``kl_weight``. The engine output has
-    ``image``, ``pred`` (the reconstruction) and ``loss`` for the usual handlers.
+    example ``torch.nn.L1Loss()``); the KL term is added with weight ``kl_weight``. The engine output is
+    ``[{"image", "pred" (the reconstruction), "loss"}]`` (batch tensors in a one-item list, read by
+    ``from_engine(["loss"], first=True)`` in StatsHandler / MLflow handlers).
     """
 
     def __init__(self, kl_weight: float = 1e-6) -> None:
@@ -141,7 +142,8 @@ class AutoencoderStep:
         loss, reconstruction = autoencoder_loss(engine.network, images, self.kl_weight, engine.loss_function)
         loss.backward()
         engine.optimizer.step()
-        engine.state.output = {CommonKeys.IMAGE: images, CommonKeys.PRED: reconstruction.detach(), CommonKeys.LOSS: loss.detach()}
+        # a one-item list, like a decollated MONAI output, so from_engine(["loss"], first=True) handlers work
+        engine.state.output = [{CommonKeys.IMAGE: images, CommonKeys.PRED: reconstruction.detach(), CommonKeys.LOSS: loss.detach()}]
         return engine.state.output
 
 
@@ -166,7 +168,7 @@ class LatentDiffusionStep:
         loss, prediction = diffusion_loss(engine.network, self.autoencoder, engine.inferer, images, engine.loss_function)
         loss.backward()
         engine.optimizer.step()
-        engine.state.output = {CommonKeys.IMAGE: images, CommonKeys.PRED: prediction.detach(), CommonKeys.LOSS: loss.detach()}
+        engine.state.output = [{CommonKeys.IMAGE: images, CommonKeys.PRED: prediction.detach(), CommonKeys.LOSS: loss.detach()}]
         return engine.state.output
 
 

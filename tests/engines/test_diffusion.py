@@ -42,10 +42,10 @@ def test_autoencoder_step_trains_in_a_supervised_trainer():
         optimizer=torch.optim.Adam(ae.parameters(), lr=3e-3), loss_function=torch.nn.L1Loss(),
         iteration_update=AutoencoderStep(kl_weight=1e-6),
     )
-    trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda e: losses.append(float(e.state.output["loss"])))
+    trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda e: losses.append(float(e.state.output[0]["loss"])))
     trainer.run()
-    assert set(trainer.state.output) == {"image", "pred", "loss"}
-    assert trainer.state.output["pred"].shape == (4, 3, 16, 16)
+    assert set(trainer.state.output[0]) == {"image", "pred", "loss"}
+    assert trainer.state.output[0]["pred"].shape == (4, 3, 16, 16)
     assert losses[-1] < 0.6 * losses[0]
 
 
@@ -62,7 +62,7 @@ def test_latent_diffusion_step_trains_the_unet_and_projection_only():
         iteration_update=LatentDiffusionStep(ae),
     )
     trainer.run()
-    assert torch.isfinite(trainer.state.output["loss"])
+    assert torch.isfinite(trainer.state.output[0]["loss"])
     assert float(ldm.scale_factor) == pytest.approx(measure_scale_factor(ae, images), rel=0.2)
     after = ldm.state_dict()
     changed = {k for k in after if not torch.equal(after[k], before[k])}
