@@ -160,8 +160,15 @@ def check_mlflow_run(output_dir: Path) -> None:
 
     db = output_dir / "mlruns.db"
     assert db.is_file(), f"--tracking mlflow wrote no {db}"
-    mlflow.set_tracking_uri(f"sqlite:///{db}")
-    runs = mlflow.search_runs(search_all_experiments=True)
+    before = os.environ.get("MLFLOW_TRACKING_URI")
+    try:
+        mlflow.set_tracking_uri(f"sqlite:///{db}")
+        runs = mlflow.search_runs(search_all_experiments=True)
+    finally:  # set_tracking_uri exports MLFLOW_TRACKING_URI; later tracked subprocesses must not inherit it
+        if before is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = before
     assert len(runs) >= 1 and (runs["status"] == "FINISHED").all(), runs
     assert any(c.startswith("metrics.") for c in runs.columns), f"no metrics logged: {list(runs.columns)}"
 

@@ -1,5 +1,6 @@
 """torchrun with two CPU processes (gloo) on the liver CT bundle's multi_gpu_train.json."""
 
+import os
 import subprocess
 import sys
 
@@ -23,7 +24,9 @@ def test_torchrun_two_ranks_end_with_identical_weights(tmp_path):
     )
     # python -m monai.bundle ... -> torchrun --nproc_per_node=2 -m monai.bundle ...
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29533"] + cmd[1:]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    # two ranks on two cores: one thread each, or they oversubscribe the CPU and crawl
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900, env=env)
     assert proc.returncode == 0, proc.stderr[-6000:]
     w0 = torch.load(root / "models" / "rank0.pt", weights_only=True)
     w1 = torch.load(root / "models" / "rank1.pt", weights_only=True)
