@@ -12,7 +12,7 @@ from liverseg_monai.recipes import bundle_command, copy_bundle
 
 def test_torchrun_two_ranks_end_with_identical_weights(tmp_path):
     data = tmp_path / "data"
-    synth_lits(data, seed=2, n=6, size=(40, 40, 16))
+    synth_lits(data, seed=2, n=10, size=(40, 40, 16))  # two validation cases: one per rank
     root = copy_bundle("liver_ct_unet_segmentation", tmp_path / "bundle")
     save_each_rank = (
         "$torch.save(@network.module.state_dict(), @ckpt_dir + '/rank' + str(dist.get_rank()) + '.pt')"

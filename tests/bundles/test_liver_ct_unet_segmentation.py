@@ -59,7 +59,7 @@ def test_learns_synthetic_liver_to_dice_090_on_held_out_cases(tmp_path):
     root = copy_bundle("liver_ct_unet_segmentation", tmp_path / "bundle")
     small = {"spatial_size": [64, 64]}
     run_stage({"name": "train", "config": ["train.json"], "overrides": {
-        **small, "max_epochs": 20, "val_interval": 20, "learning_rate": 1e-3, "samples_per_volume": 16,
+        **small, "max_epochs": 20, "val_interval": 4, "learning_rate": 1e-3, "samples_per_volume": 16,
         "batch_size": 16, "num_workers": 0}}, root, data, tmp_path)
     run_stage({"name": "infer", "config": ["inference.json"], "overrides": small}, root, data, tmp_path)
     held_out = "$liverseg_monai.data.load_datalist(@dataset_dir, 'testing', require=('image', 'label'))"
