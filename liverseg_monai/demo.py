@@ -26,7 +26,9 @@ from liverseg_monai.recipes import copy_bundle, list_recipes, load_recipe, run_s
 def _flatten(metrics: dict, prefix: str = "") -> dict[str, float]:
     out: dict[str, float] = {}
     for k, v in metrics.items():
-        if isinstance(v, dict):
+        if k == "metrics" and isinstance(v, dict) and not prefix:  # the summary.json layout
+            out.update(_flatten(v))
+        elif isinstance(v, dict):
             if "mean" in v and isinstance(v["mean"], int | float):
                 out[f"{prefix}{k}"] = v["mean"]
             else:
@@ -84,6 +86,7 @@ def render_report(results: list[dict], out: Path, seconds: float) -> str:
         synth = r["data"]
         lines += [f"Data: synthetic `{synth['kind']}`, n={synth.get('n', 'default')}, seed={synth.get('seed', 0)}, "
                   f"options {synth.get('options', {})}.  ",
+                  *([f"Training budget: {r['training']}.  "] if r.get("training") else []),
                   "Stage times: " + ", ".join(f"{k} {v:.0f} s" for k, v in r["timings"].items()), ""]
         if r["metrics"]:
             lines += ["| metric (mean over held-out cases) | value |", "|---|---|"]
