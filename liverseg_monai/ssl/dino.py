@@ -368,7 +368,7 @@ class DINOIteration:
         clip_grad: per-parameter gradient norm limit (0: no clipping).
         freeze_last_layer: epochs during which the head's last layer is not updated.
 
-    Returns (per call) ``engine.state.output``: ``loss``, ``lr``, ``weight_decay``, ``momentum``,
+    Returns (per call) ``engine.state.output``, a one-item list of a dict: ``loss``, ``lr``, ``weight_decay``, ``momentum``,
     ``teacher_temp``, ``teacher_entropy``, ``teacher_student_kl``.
     """
 
@@ -406,7 +406,7 @@ class DINOIteration:
             "momentum": cosine_schedule(step, total, self.momentum_teacher, 1.0),
         }
 
-    def __call__(self, engine, batchdata: dict) -> dict:
+    def __call__(self, engine, batchdata: dict) -> list[dict]:
         student, optimizer, loss_fn = engine.network, engine.optimizer, engine.loss_function
         epoch_length = engine.state.epoch_length
         step = engine.state.iteration - 1
@@ -447,4 +447,6 @@ class DINOIteration:
             optimizer.step()
         ema_update(self.teacher, student, sched["momentum"])
         stats = dict(getattr(loss_fn, "last_stats", {}) or {})
-        return {"loss": loss.detach(), **sched, **stats}
+        # a one-item list, like MONAI's decollated trainer outputs, so `from_engine([...], first=True)`
+        # (StatsHandler, MLflow tracking) reads it
+        return [{"loss": loss.detach(), **sched, **stats}]
