@@ -207,7 +207,7 @@ def test_iteration_freezes_last_layer_in_first_epoch_and_updates_teacher():
     last = student.head.last_layer.parametrizations.weight.original1.detach().clone()
     conv = student.backbone[0].weight.detach().clone()
     t_conv = teacher.backbone[0].weight.detach().clone()
-    out = step(_engine(student, teacher, epoch=1, iteration=1), batch)
+    (out,) = step(_engine(student, teacher, epoch=1, iteration=1), batch)
     for key in ("loss", "lr", "weight_decay", "momentum", "teacher_entropy", "teacher_student_kl", "teacher_temp"):
         assert key in out
     torch.testing.assert_close(student.head.last_layer.parametrizations.weight.original1.detach(), last)
