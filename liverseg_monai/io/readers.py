@@ -92,6 +92,3 @@ class CTImageReader(ImageReader):
 def ct_reader(**kwargs) -> CTImageReader:
     """The reader for ``LoadImaged(reader=...)`` in the CT bundles."""
     return CTImageReader(**kwargs)
-
-
-ct_readers = ct_reader  # the name the first configs used
