@@ -10,12 +10,15 @@ import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
+import ignite.distributed as idist
 import numpy as np
 import torch
+from ignite.handlers import DiskSaver
 from monai.engines import Workflow
+from monai.handlers import CheckpointSaver
 from monai.utils import min_version, optional_import
 
-from liverseg_monai.io.atomic import atomic_write_text
+from liverseg_monai.io.atomic import atomic_path, atomic_write_text
 from liverseg_monai.metrics.ct import case_metrics, summarise
 from liverseg_monai.transforms.overlay import case_stem
 from liverseg_monai.transforms.validate import _affine, source_name
@@ -105,6 +108,49 @@ class CaseMetricsSaver:
             engine.state.metrics[self.key_metric] = summary["metrics"][self.key_metric]["mean"]
         logger.info("evaluated %d cases; %s", len(self.rows),
                     ", ".join(f"{k}={v['mean']:.4f}" for k, v in summary["metrics"].items() if k.endswith("dice")))
+
+
+class AtomicDiskSaver(DiskSaver):
+    """Ignite's ``DiskSaver`` writing each checkpoint through :func:`liverseg_monai.io.atomic.atomic_path`.
+
+    MONAI's ``CheckpointSaver`` saves with ``atomic=False`` (for file permissions), so a run killed
+    while ``torch.save`` writes leaves a truncated ``checkpoint_epoch=N.pt`` that resuming then picks
+    up. Here the final name only ever holds a complete file, with ordinary permissions.
+
+    Args:
+        dirname: the checkpoint folder (created).
+        filename: a fixed file name (``model.pt``) used instead of ignite's generated one.
+        save_on_rank: the rank that writes in distributed training.
+    """
+
+    def __init__(self, dirname: str | os.PathLike, filename: str | None = None, save_on_rank: int = 0):
+        super().__init__(dirname=dirname, atomic=True, create_dir=True, require_empty=False, save_on_rank=save_on_rank)
+        self.filename = filename
+
+    def __call__(self, checkpoint: Mapping, filename: str, metadata: Mapping | None = None) -> None:
+        if idist.get_rank() != self.save_on_rank:
+            return
+        with atomic_path(self.dirname / (self.filename or filename)) as tmp:
+            torch.save(checkpoint, tmp, **self.kwargs)
+
+    def remove(self, filename: str) -> None:
+        if idist.get_rank() == self.save_on_rank:
+            (self.dirname / (self.filename or filename)).unlink(missing_ok=True)
+
+
+class AtomicCheckpointSaver(CheckpointSaver):
+    """MONAI's ``CheckpointSaver`` (same arguments) whose files are written atomically.
+
+    Interval, key-metric and final checkpoints all go through :class:`AtomicDiskSaver`: a crash or
+    ``SIGKILL`` mid-save leaves the previous checkpoint intact and no partial file under a
+    checkpoint name, so resuming from the newest ``checkpoint_epoch=N.pt`` is always safe.
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        for checkpoint in (self._final_checkpoint, self._key_metric_checkpoint, self._interval_checkpoint):
+            if checkpoint is not None:
+                checkpoint.save_handler = AtomicDiskSaver(self.save_dir, getattr(checkpoint.save_handler, "filename", None))
 
 
 def to_numpy(x) -> np.ndarray:
