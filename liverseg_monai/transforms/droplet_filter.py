@@ -57,6 +57,46 @@ def droplet_table(labels: np.ndarray, scores: Mapping[int, float] | None = None,
     return rows
 
 
+def keep_droplets(
+    area: np.ndarray,
+    perimeter: np.ndarray,
+    shape: np.ndarray,
+    border: np.ndarray | None = None,
+    size_range: Sequence[float] = DEFAULT_SIZE_RANGE,
+    perimeter_range: Sequence[float] = DEFAULT_PERIMETER_RANGE,
+    eccentricity_range: Sequence[float] = DEFAULT_ECCENTRICITY_RANGE,
+    reference: str = "mean",
+) -> np.ndarray:
+    """The filter's decision from measured features: which droplets to keep (bool per droplet).
+
+    Each feature is divided by its mean (or median) over the droplets not on the border and compared
+    with ``[low, high]``; border droplets (``border`` True) are always kept. Non-finite shapes (a
+    one-pixel-wide object's elongation) fail the shape test. Used by :func:`filter_droplets` on one
+    image and by whole-slide inference on the droplets of a slide.
+
+    Example:
+        >>> keep_droplets(np.array([100.0, 110, 1]), np.array([35.0, 37, 3]), np.array([1.0, 1.1, 1.0]),
+        ...               size_range=(0.1, 6)).tolist()
+        [True, True, False]
+    """
+    if reference not in ("mean", "median"):
+        raise ValueError(f"reference must be 'mean' or 'median', got {reference!r}")
+    area, perimeter = np.asarray(area, float), np.asarray(perimeter, float)
+    shape = np.where(np.isfinite(np.asarray(shape, float)), shape, np.nan)
+    border = np.zeros(len(area), bool) if border is None else np.asarray(border, bool)
+    if border.all():
+        border = np.zeros(len(area), bool)
+    keep = np.ones(len(area), bool)
+    for values, (lo, hi) in ((area, size_range), (perimeter, perimeter_range), (shape, eccentricity_range)):
+        finite = values[np.isfinite(values) & ~border]
+        mean = (np.mean(finite) if reference == "mean" else np.median(finite)) if len(finite) else np.nan
+        if not np.isfinite(mean) or mean <= 0:
+            continue
+        ratio = np.nan_to_num(values / mean, nan=np.inf)
+        keep &= (ratio >= lo) & (ratio <= hi)
+    return keep | border
+
+
 def filter_droplets(
     labels: np.ndarray,
     size_range: Sequence[float] = DEFAULT_SIZE_RANGE,
@@ -89,7 +129,7 @@ def filter_droplets(
 
     Example:
         >>> lab = np.zeros((40, 40), int); lab[5:15, 5:15] = 1; lab[20:30, 20:30] = 2; lab[35, 35] = 3
-        >>> sorted(np.unique(filter_droplets(lab, size_range=(0.1, 6))))
+        >>> np.unique(filter_droplets(lab, size_range=(0.1, 6))).tolist()
         [0, 1, 2]
     """
     labels = np.asarray(labels)
@@ -104,23 +144,12 @@ def filter_droplets(
     perim = np.array([r.perimeter for r in regions], float)
     if eccentricity_measure == "elongation":
         shape = np.array([_elongation(r) for r in regions], float)
-        shape[~np.isfinite(shape)] = np.nan
     else:
         shape = np.array([r.eccentricity for r in regions], float)
     h, w = labels.shape[:2]
     border = np.array([r.bbox[0] == 0 or r.bbox[1] == 0 or r.bbox[2] == h or r.bbox[3] == w for r in regions])
-    if not keep_border or border.all():
-        border = np.zeros(len(regions), bool)
-    keep = np.ones(len(regions), bool)
-    for values, (lo, hi) in ((area, size_range), (perim, perimeter_range), (shape, eccentricity_range)):
-        finite = values[np.isfinite(values) & ~border]
-        mean = (np.mean(finite) if reference == "mean" else np.median(finite)) if len(finite) else np.nan
-        if not np.isfinite(mean) or mean <= 0:
-            continue
-        ratio = values / mean
-        keep &= np.nan_to_num(ratio, nan=np.inf) >= lo
-        keep &= np.nan_to_num(ratio, nan=np.inf) <= hi
-    keep |= border
+    keep = keep_droplets(area, perim, shape, border if keep_border else None, size_range, perimeter_range,
+                         eccentricity_range, reference)
     removed = [r.label for r, k in zip(regions, keep) if not k]
     out = labels.copy()
     if removed:
