@@ -115,7 +115,10 @@ class AtomicDiskSaver(DiskSaver):
 
     MONAI's ``CheckpointSaver`` saves with ``atomic=False`` (for file permissions), so a run killed
     while ``torch.save`` writes leaves a truncated ``checkpoint_epoch=N.pt`` that resuming then picks
-    up. Here the final name only ever holds a complete file, with ordinary permissions.
+    up. And ignite's ``Checkpoint`` removes the checkpoint it replaces *before* saving the new one, so
+    with ``n_saved=1`` a kill mid-save would leave no checkpoint at all. Here the final name only ever
+    holds a complete file (with ordinary permissions), and a removal is carried out only after the
+    next save has succeeded: a crash at any point leaves the previous checkpoint to resume from.
 
     Args:
         dirname: the checkpoint folder (created).
@@ -126,16 +129,23 @@ class AtomicDiskSaver(DiskSaver):
     def __init__(self, dirname: str | os.PathLike, filename: str | None = None, save_on_rank: int = 0):
         super().__init__(dirname=dirname, atomic=True, create_dir=True, require_empty=False, save_on_rank=save_on_rank)
         self.filename = filename
+        self._pending_removal: list[str] = []
 
     def __call__(self, checkpoint: Mapping, filename: str, metadata: Mapping | None = None) -> None:
         if idist.get_rank() != self.save_on_rank:
             return
-        with atomic_path(self.dirname / (self.filename or filename)) as tmp:
+        name = self.filename or filename
+        with atomic_path(self.dirname / name) as tmp:
             torch.save(checkpoint, tmp, **self.kwargs)
+        for old in self._pending_removal:
+            if old != name:
+                (self.dirname / old).unlink(missing_ok=True)
+        self._pending_removal = []
 
     def remove(self, filename: str) -> None:
+        """Remove ``filename`` once the next checkpoint is safely on disk (ignite calls this first)."""
         if idist.get_rank() == self.save_on_rank:
-            (self.dirname / (self.filename or filename)).unlink(missing_ok=True)
+            self._pending_removal.append(self.filename or filename)
 
 
 class AtomicCheckpointSaver(CheckpointSaver):
