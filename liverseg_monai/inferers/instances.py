@@ -122,34 +122,76 @@ def _union(a: Instance, b: Instance) -> Instance:
     return Instance((y0, x0, y1, x1), m, max(a.score, b.score), True)
 
 
+class BoxIndex:
+    """Spatial hash of instance boxes on a grid of ``cell`` pixels: which instances may touch a box.
+
+    Keeps merging and painting linear in the number of droplets (a slide holds tens of thousands).
+    """
+
+    def __init__(self, cell: int = 128) -> None:
+        self.cell = max(1, int(cell))
+        self._cells: dict[tuple[int, int], list[int]] = {}
+
+    def _keys(self, box: tuple[int, int, int, int]):
+        c = self.cell
+        for i in range(box[0] // c, (max(box[2], box[0] + 1) - 1) // c + 1):
+            for j in range(box[1] // c, (max(box[3], box[1] + 1) - 1) // c + 1):
+                yield i, j
+
+    def add(self, index: int, box: tuple[int, int, int, int]) -> None:
+        for k in self._keys(box):
+            self._cells.setdefault(k, []).append(index)
+
+    def remove(self, index: int, box: tuple[int, int, int, int]) -> None:
+        for k in self._keys(box):
+            self._cells[k].remove(index)
+
+    def query(self, box: tuple[int, int, int, int]) -> set[int]:
+        """Indices of the instances whose box shares a grid cell with ``box``."""
+        out: set[int] = set()
+        for k in self._keys(box):
+            out.update(self._cells.get(k, ()))
+        return out
+
+
 def merge_instances(instances: Sequence[Instance], iou_threshold: float = 0.5, containment: float = 0.7) -> list[Instance]:
     """Merge instances gathered from overlapping tiles (rules in the module docstring)."""
     kept: list[Instance] = []
+    index = BoxIndex()
 
     def duplicate(c: Instance) -> bool:
-        for k in kept:
-            inter, union = _overlap(c, k)
-            if inter and (inter / union > iou_threshold or inter / min(c.area, k.area) > containment):
+        for i in index.query(c.box):
+            inter, union = _overlap(c, kept[i])
+            if inter and (inter / union > iou_threshold or inter / min(c.area, kept[i].area) > containment):
                 return True
         return False
 
+    def keep(c: Instance) -> None:
+        index.add(len(kept), c.box)
+        kept.append(c)
+
     for c in sorted((i for i in instances if not i.cut), key=lambda i: -i.score):
         if not duplicate(c):
-            kept.append(c)
+            keep(c)
     # cut pieces: join overlapping pieces of one droplet, then keep what no whole instance explains
     pieces = [i for i in instances if i.cut]
     joined: list[Instance] = []
+    pieces_index = BoxIndex()
     for p in sorted(pieces, key=lambda i: -i.score):
-        for j, q in enumerate(joined):
+        for j in sorted(pieces_index.query(p.box)):
+            q = joined[j]
             inter, _ = _overlap(p, q)
             if inter and inter / min(p.area, q.area) > 0.3:
+                pieces_index.remove(j, q.box)
                 joined[j] = _union(q, p)
+                pieces_index.add(j, joined[j].box)
                 break
         else:
+            pieces_index.add(len(joined), p.box)
             joined.append(p)
     for c in joined:
         if not duplicate(c):
-            kept.append(c)
+            keep(c)
     return kept
 
 
@@ -377,6 +419,54 @@ def _numpy(x) -> np.ndarray:
 # ---------------------------------------------------------------------------------------------------
 # whole slides
 # ---------------------------------------------------------------------------------------------------
+DROPLET_COLUMNS = ["droplet_id", "centroid_y", "centroid_x", "area_px", "area_um2", "perimeter_um", "eccentricity",
+                   "elongation", "score"]
+
+
+def _measure(inst: Instance) -> dict:
+    """regionprops of one instance (padded so its outline is measured whole), centroid in image pixels."""
+    from skimage import measure
+
+    region = measure.regionprops(np.pad(inst.mask, 1).astype(np.uint8))[0]
+    minor = region.axis_minor_length
+    return {
+        "centroid_y": round(float(region.centroid[0]) - 1 + inst.box[0], 2),
+        "centroid_x": round(float(region.centroid[1]) - 1 + inst.box[1], 2),
+        "area_px": int(region.area),
+        "perimeter_px": float(region.perimeter),
+        "eccentricity": float(region.eccentricity),
+        "elongation": float(region.axis_major_length / minor) if minor > 0 else float("inf"),
+    }
+
+
+def _tiles_of(patches, level_shape: tuple[int, int], tile: int, batch_size: int):
+    """Group tissue patches into batches of equal-size tiles ``[(y, x, h, w), ...]`` in row-major order."""
+    H, W = level_shape
+    batch: list[tuple[int, int, int, int]] = []
+    for p in patches:
+        t = (p.y, p.x, min(tile, H - p.y), min(tile, W - p.x))
+        if batch and (len(batch) >= batch_size or batch[0][2:] != t[2:]):
+            yield batch
+            batch = []
+        batch.append(t)
+    if batch:
+        yield batch
+
+
+def _thumbnail_overlay(path: Path, thumb: np.ndarray, tissue: np.ndarray, fat: np.ndarray) -> None:
+    """The slide thumbnail with droplets filled green and the tissue outline blue."""
+    from PIL import Image
+    from skimage.segmentation import find_boundaries
+
+    rgb = np.asarray(thumb[..., :3], np.float32).copy()
+    if rgb.shape[-1] == 1:
+        rgb = np.repeat(rgb, 3, -1)
+    rgb[fat] = 0.4 * rgb[fat] + 0.6 * np.array([0, 200, 40], np.float32)
+    rgb[find_boundaries(tissue, mode="inner")] = (30, 80, 255)
+    with atomic_path(path) as tmp:
+        Image.fromarray(np.clip(rgb, 0, 255).astype(np.uint8)).save(tmp, format="PNG")
+
+
 def infer_slide_instances(
     slide_path: str | os.PathLike,
     network: Callable,
@@ -385,87 +475,226 @@ def infer_slide_instances(
     tile: int = 512,
     overlap: int = 128,
     mpp: float | None = None,
+    target_mpp: float | None = None,
     device: str | torch.device = "cpu",
+    batch_size: int = 1,
     border_margin: int = 2,
     iou_threshold: float = 0.5,
+    containment: float = 0.7,
+    tissue_threshold: float = 0.05,
+    thumbnail_size: int = 1024,
+    droplet_filter: Mapping | None = None,
 ) -> dict:
     """Droplet instances of a whole slide, tile by tile on its tissue; writes the droplet outputs.
 
-    Reads tissue tiles with :func:`liverseg_monai.inferers.slide.iter_patches`, merges instances across
-    tile borders (:func:`merge_instances`, per row band so memory stays bounded by the droplets), and
-    writes ``<stem>_instances.tif`` (pyramidal uint16/uint32 ids with the mpp),
-    ``<stem>_droplets.csv``, ``<stem>_overlay.png`` (thumbnail) and ``<stem>_summary.json`` (steatosis
-    area fraction of tissue).
-    """
-    from liverseg_monai.engines.handlers import write_table
-    from liverseg_monai.inferers.slide import iter_patches, slide_stem
-    from liverseg_monai.io.slide import SlideLabelWriter, open_slide, tissue_mask
-    from liverseg_monai.transforms.droplet_filter import droplet_table
+    The slide is read region by region (:func:`liverseg_monai.io.slide.open_slide`; level 0 is never
+    loaded whole). Tissue is detected on a thumbnail (:func:`~liverseg_monai.io.slide.tissue_mask`)
+    and only tiles with at least ``tissue_threshold`` tissue are run. Instances from overlapping tiles
+    are merged (:func:`merge_instances`: no duplicates, no cut droplets); memory holds the droplets'
+    mask crops, not the level. The droplet filter (:func:`~liverseg_monai.transforms.droplet_filter.
+    keep_droplets`) compares every droplet with the slide's mean droplet, as inference.json does per tile.
 
+    Writes into ``out_dir`` (each file atomically; all four appear only when the slide succeeded):
+
+    - ``<stem>_instances.tif``: pyramidal tiled TIFF of droplet ids (uint16, or uint32 beyond 65534
+      droplets) with the level's shape and microns per pixel; ids 1..N by decreasing score;
+    - ``<stem>_droplets.csv``: one row per droplet (:data:`DROPLET_COLUMNS`; centroid in level pixels,
+      area in µm², perimeter in µm, eccentricity, elongation, score), header only when none;
+    - ``<stem>_overlay.png``: the thumbnail with droplets in green and the tissue outline in blue;
+    - ``<stem>_summary.json``: the returned summary.
+
+    Args:
+        slide_path: the slide (TIFF-based formats with tifffile, others with openslide-python).
+        network: ``[B, 3, h, w]`` RGB in [0, 1] -> ``[B, 2, h, w]`` (ids, scores), e.g.
+            :class:`~liverseg_monai.networks.maskrcnn.MaskRCNNInstanceNet`.
+        out_dir: output folder.
+        level: pyramid level to segment; ignored when ``target_mpp`` is given (the closest level).
+        tile, overlap: tile edge and overlap in level pixels; make the overlap exceed the largest droplet.
+        mpp: microns per pixel at level 0 when the file lacks it (or to override it).
+        device: where the tiles go.
+        batch_size: tiles per network call.
+        border_margin, iou_threshold, containment: merging rules, see :class:`TiledInstanceInferer`.
+        tissue_threshold: minimal tissue fraction of a tile to run it (0 runs every tile).
+        thumbnail_size: longer side of the thumbnail used for tissue detection and the overlay.
+        droplet_filter: keyword arguments of ``keep_droplets`` (``size_range``, ``perimeter_range``,
+            ``eccentricity_range``, ``reference``) plus ``eccentricity_measure`` and ``keep_border``;
+            None keeps every droplet.
+
+    Returns:
+        the summary: ``slide``, ``level``, ``shape`` (level ``[H, W]``), ``mpp`` (of the level),
+        ``n_tiles``, ``n_tissue_tiles``, ``n_droplets``, ``n_filtered`` (removed by the filter),
+        ``droplet_area_um2``, ``tissue_area_um2``, ``steatosis_fraction`` (droplet area / tissue area,
+        in [0, 1]; ``None`` when the slide shows no tissue) and ``warning`` (or ``None``).
+
+    Raises:
+        InputError: naming the file, when it is not a slide, is truncated or corrupt (also when a
+            broken tile is met mid-slide), or lacks the microns per pixel; nothing is written then.
+
+    A slide without tissue is not an error: it gives an all-zero label TIFF, a header-only table, a
+    summary with ``steatosis_fraction`` ``None`` and a warning (``UserWarning`` and ``"warning"``).
+    """
+    import shutil
+    import tempfile
+    import warnings
+
+    from liverseg_monai.inferers.slide import iter_patches, patch_starts, slide_stem
+    from liverseg_monai.io.slide import SlideLabelWriter, open_slide, tissue_mask
+    from liverseg_monai.transforms.droplet_filter import keep_droplets
+
+    tile, overlap = int(tile), int(overlap)
+    if not 0 <= overlap < tile:
+        raise ValueError(f"overlap ({overlap}) must be in [0, tile={tile})")
+    if hasattr(network, "eval"):
+        network.eval()
+    filter_args = dict(droplet_filter or {})
+    measure_shape = filter_args.pop("eccentricity_measure", "elongation")
+    keep_border = filter_args.pop("keep_border", True)
     out = Path(out_dir)
+    stem = slide_stem(slide_path)
+    warning = None
     with open_slide(slide_path, mpp=mpp) as slide:
+        if target_mpp:
+            level = slide.level_for_mpp(float(target_mpp))
+        if not 0 <= level < len(slide.levels):
+            raise InputError(slide.path, f"level {level} does not exist (the slide has {len(slide.levels)} levels)")
         lev_mpp = slide.level_mpp(level)
         H, W = slide.levels[level].shape
-        thumb = slide.thumbnail(1024)
+        thumb = slide.thumbnail(thumbnail_size)
         tissue = tissue_mask(thumb)
+        stride = tile - overlap
+        n_tiles = len(patch_starts(H, tile, stride)) * len(patch_starts(W, tile, stride))
+        patches = list(iter_patches(slide, level, tile, overlap / tile, tissue, tissue_threshold)) if tissue.any() else []
+        if not patches:
+            warning = f"{slide.path}: no tissue found; no droplets, steatosis fraction undefined"
+            warnings.warn(warning, stacklevel=2)
         found: list[Instance] = []
-        for patch in iter_patches(slide, level, tile, overlap / tile, tissue):
-            h, w = min(tile, H - patch.y), min(tile, W - patch.x)
-            rgb = slide.read_region(level, patch.y, patch.x, h, w)[..., :3]
-            x = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1).float().div(255)[None].to(device)
+        for batch in _tiles_of(patches, (H, W), tile, batch_size):
+            rgb = np.stack([slide.read_region(level, y, x, h, w)[..., :3] for y, x, h, w in batch])
+            if rgb.shape[-1] == 1:
+                rgb = np.repeat(rgb, 3, axis=-1)
+            x_in = torch.from_numpy(rgb).permute(0, 3, 1, 2).float().div(255).to(device)
             with torch.no_grad():
-                o = network(x)[0].detach().cpu().numpy()
-            inner = (patch.y > 0, patch.y + h < H, patch.x > 0, patch.x + w < W)
-            found += instances_from_maps(o[0], o[1], (patch.y, patch.x), inner, border_margin)
-        merged = merge_instances(found, iou_threshold)
-    order = sorted(range(len(merged)), key=lambda i: -merged[i].score)
+                o = _numpy(network(x_in))
+            for (y, x, h, w), oi in zip(batch, o):
+                inner = (y > 0, y + h < H, x > 0, x + w < W)
+                found += instances_from_maps(oi[0], oi[1] if oi.shape[0] > 1 else None, (y, x), inner, border_margin)
+    merged = merge_instances(found, iou_threshold, containment)
+    del found
+
+    # droplet filter against the slide's mean droplet, then ids by decreasing score
+    feats = [_measure(inst) for inst in merged]
+    keep = np.ones(len(merged), bool)
+    if droplet_filter is not None and merged:
+        border = np.array([b[0] == 0 or b[1] == 0 or b[2] == H or b[3] == W for b in (i.box for i in merged)])
+        shape_key = "elongation" if measure_shape == "elongation" else "eccentricity"
+        keep = keep_droplets([f["area_px"] for f in feats], [f["perimeter_px"] for f in feats],
+                             [f[shape_key] for f in feats], border if keep_border else None, **filter_args)
+    order = sorted(np.flatnonzero(keep), key=lambda i: -merged[i].score)
     ranked = [merged[i] for i in order]
+    rows = []
+    for rank, i in enumerate(order, start=1):
+        f = feats[i]
+        rows.append({"droplet_id": rank, "centroid_y": f["centroid_y"], "centroid_x": f["centroid_x"],
+                     "area_px": f["area_px"], "area_um2": f["area_px"] * lev_mpp**2,
+                     "perimeter_um": f["perimeter_px"] * lev_mpp, "eccentricity": f["eccentricity"],
+                     "elongation": f["elongation"], "score": float(ranked[rank - 1].score)})
+
+    # droplets on the thumbnail: the overlay, and fat outside the detected tissue counts as tissue
+    th, tw = tissue.shape
+    fat_small = np.zeros((th, tw), bool)
+    fat_outside = 0
+    for inst in ranked:
+        ys, xs = np.nonzero(inst.mask)
+        ty = np.minimum(((ys + inst.box[0]) * th) // H, th - 1)
+        tx = np.minimum(((xs + inst.box[1]) * tw) // W, tw - 1)
+        fat_small[ty, tx] = True
+        fat_outside += int((~tissue[ty, tx]).sum())
+    fat_px = sum(r["area_px"] for r in rows)
+    tissue_px = float(tissue.mean()) * H * W + fat_outside
+    summary = {
+        "slide": str(slide_path), "level": int(level), "shape": [int(H), int(W)], "mpp": lev_mpp,
+        "n_tiles": n_tiles, "n_tissue_tiles": len(patches), "n_droplets": len(rows),
+        "n_filtered": int((~keep).sum()), "droplet_area_um2": fat_px * lev_mpp**2,
+        "tissue_area_um2": tissue_px * lev_mpp**2,
+        "steatosis_fraction": min(1.0, fat_px / tissue_px) if tissue_px > 0 else None,
+        "warning": warning,
+    }
+
+    index = BoxIndex()
+    for i, inst in enumerate(ranked):
+        index.add(i, inst.box)
     dtype = np.uint16 if len(ranked) < 65535 else np.uint32
 
     def read(y: int, x: int, h: int, w: int) -> np.ndarray:
         block = np.zeros((h, w), dtype)
-        for idx in range(len(ranked) - 1, -1, -1):
-            inst = ranked[idx]
-            y0, x0, y1, x1 = inst.box
-            if y1 <= y or y0 >= y + h or x1 <= x or x0 >= x + w:
+        for i in sorted(index.query((y, x, y + h, x + w)), reverse=True):  # best (id 1) painted last
+            y0, x0, y1, x1 = ranked[i].box
+            sy0, sx0, sy1, sx1 = max(y0, y), max(x0, x), min(y1, y + h), min(x1, x + w)
+            if sy1 <= sy0 or sx1 <= sx0:
                 continue
-            sy0, sx0 = max(y0, y), max(x0, x)
-            sy1, sx1 = min(y1, y + h), min(x1, x + w)
-            m = inst.mask[sy0 - y0 : sy1 - y0, sx0 - x0 : sx1 - x0]
-            block[sy0 - y : sy1 - y, sx0 - x : sx1 - x][m] = idx + 1
+            m = ranked[i].mask[sy0 - y0 : sy1 - y0, sx0 - x0 : sx1 - x0]
+            block[sy0 - y : sy1 - y, sx0 - x : sx1 - x][m] = i + 1
         return block
 
-    stem = slide_stem(slide_path)
-    SlideLabelWriter(out / f"{stem}_instances.tif", (H, W), lev_mpp, dtype=dtype).write(read)
-    rows = []
-    for idx, inst in enumerate(ranked, start=1):
-        local = droplet_table(inst.mask.astype(np.int64), {1: inst.score}, lev_mpp)
-        if local:
-            r = local[0]
-            r.update(droplet_id=idx, centroid_y=r["centroid_y"] + inst.box[0], centroid_x=r["centroid_x"] + inst.box[1])
-            rows.append(r)
-    if rows:
-        write_table(out / f"{stem}_droplets.csv", rows)
-    else:
-        atomic_write_text(out / f"{stem}_droplets.csv", "droplet_id,area_um2,perimeter_um,eccentricity,score\n")
-    fat_area = sum(r["area_um2"] for r in rows)
-    tissue_area = float(tissue.mean()) * H * W * lev_mpp * lev_mpp
-    summary = {
-        "slide": str(slide_path), "level": level, "mpp": lev_mpp, "n_droplets": len(rows),
-        "droplet_area_um2": fat_area, "tissue_area_um2": tissue_area,
-        "steatosis_fraction": fat_area / tissue_area if tissue_area else 0.0,
-    }
-    atomic_write_text(out / f"{stem}_summary.json", json.dumps(summary, indent=2))
-    # overlay on the thumbnail: droplet centroids
-    from skimage.transform import resize
+    # stage all outputs, then move them in: a failure leaves none of them
+    from liverseg_monai.engines.handlers import write_table
 
-    small = np.zeros(thumb.shape[:2], np.int64)
-    sy, sx = thumb.shape[0] / H, thumb.shape[1] / W
-    for idx, inst in enumerate(ranked, start=1):
-        m = resize(inst.mask.astype(float), (max(1, round(inst.mask.shape[0] * sy)), max(1, round(inst.mask.shape[1] * sx))),
-                   order=0) > 0.5
-        y0, x0 = int(inst.box[0] * sy), int(inst.box[1] * sx)
-        view = small[y0 : y0 + m.shape[0], x0 : x0 + m.shape[1]]
-        view[m[: view.shape[0], : view.shape[1]]] = idx
-    save_instance_overlay(out / f"{stem}_overlay.png", thumb, small)
+    out.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=f".{stem}.", suffix=".partial", dir=out))
+    try:
+        SlideLabelWriter(stage / f"{stem}_instances.tif", (H, W), lev_mpp, dtype=dtype).write(read)
+        if rows:
+            write_table(stage / f"{stem}_droplets.csv", rows)
+        else:
+            atomic_write_text(stage / f"{stem}_droplets.csv", ",".join(DROPLET_COLUMNS) + "\n")
+        _thumbnail_overlay(stage / f"{stem}_overlay.png", thumb, tissue, fat_small)
+        atomic_write_text(stage / f"{stem}_summary.json", json.dumps(summary, indent=2))
+        for name in (f"{stem}_instances.tif", f"{stem}_droplets.csv", f"{stem}_overlay.png", f"{stem}_summary.json"):
+            os.replace(stage / name, out / name)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
     return summary
+
+
+def run_slide_instances(
+    network: Callable,
+    slides: Sequence[Mapping | str | os.PathLike],
+    output_dir: str | os.PathLike,
+    checkpoint: str | os.PathLike | None = None,
+    device: str | torch.device = "cpu",
+    **kwargs,
+) -> list[dict]:
+    """Run :func:`infer_slide_instances` on each slide of a datalist; the entry point of inference_slide.json.
+
+    Every slide is opened (header, pyramid, microns per pixel) before any is segmented, so a bad file
+    in the list stops the run before anything is written. Writes each slide's outputs and
+    ``output_dir/slides.csv`` (one summary row per slide).
+
+    Args:
+        network: the instance network (see :func:`infer_slide_instances`).
+        slides: datalist items (``{"image": path}``, e.g. from ``load_datalist``) or paths.
+        output_dir: output folder.
+        checkpoint: a state dict file (``models/model.pt``) loaded into ``network`` first, if given.
+        device: where the tiles go.
+        **kwargs: passed on to :func:`infer_slide_instances` (``level``, ``target_mpp``, ``mpp``,
+            ``tile``, ``overlap``, ``batch_size``, ``tissue_threshold``, ``droplet_filter``, ...).
+
+    Returns:
+        the per-slide summaries.
+    """
+    from liverseg_monai.engines.handlers import write_table
+    from liverseg_monai.io.slide import open_slide
+
+    if checkpoint is not None:
+        try:
+            state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+        except (OSError, RuntimeError, ValueError) as err:
+            raise InputError(checkpoint, f"cannot load the network weights ({err})") from None
+        network.load_state_dict(state)
+    paths = [item["image"] if isinstance(item, Mapping) else item for item in slides]
+    for path in paths:  # fail fast on files that are not slides or lack the mpp
+        with open_slide(path, mpp=kwargs.get("mpp")):
+            pass
+    results = [infer_slide_instances(path, network, output_dir, device=device, **kwargs) for path in paths]
+    write_table(Path(output_dir) / "slides.csv", [{k: v for k, v in r.items() if k != "shape"} for r in results])
+    return results

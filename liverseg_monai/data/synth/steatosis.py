@@ -99,8 +99,13 @@ def _sample_droplets(
     n_single: int,
     n_clumps: int,
     clump_size: tuple[int, int],
+    contained: bool = False,
 ) -> list[tuple[float, float, float, float, float]]:
-    """Droplet ellipses (cy, cx, a, b, theta): isolated ones and clumps of touching/overlapping ones."""
+    """Droplet ellipses (cy, cx, a, b, theta): isolated ones and clumps of touching/overlapping ones.
+
+    With ``contained`` every droplet lies inside the square (slides sample cell by cell this way, so
+    droplets of neighbouring cells never collide).
+    """
     occupied = blocked.copy()
     yy, xx = np.mgrid[0:size, 0:size]
     droplets: list[tuple[float, float, float, float, float]] = []
@@ -119,6 +124,8 @@ def _sample_droplets(
         return fp
 
     def place(group) -> bool:
+        if contained and any(min(cy, cx) - a < 2 or max(cy, cx) + a > size - 2 for cy, cx, a, _, _ in group):
+            return False
         fp = footprint(group, 3.0)
         if (fp & occupied).any():
             return False
@@ -149,12 +156,24 @@ def _sample_droplets(
     return droplets
 
 
-def render_droplets(droplets, size: int) -> np.ndarray:
-    """Instance ids (uint16) of droplet ellipses; overlaps go to the nearest normalised centre."""
-    yy, xx = np.mgrid[0:size, 0:size].astype(float)
-    best = np.full((size, size), np.inf)
-    label = np.zeros((size, size), np.uint16)
+def render_droplets(droplets, size: int | tuple[int, int], offset: tuple[int, int] = (0, 0),
+                    relabel: bool = True) -> np.ndarray:
+    """Instance ids of droplet ellipses; overlaps go to the nearest normalised centre.
+
+    Args:
+        droplets: ``(cy, cx, a, b, theta)`` ellipses; droplet ``i`` (0-based) gets id ``i + 1``.
+        size: window side, or ``(h, w)``.
+        offset: the window's top-left ``(y, x)`` in the droplets' coordinates.
+        relabel: renumber the visible droplets 1..N (uint16); otherwise keep ids ``i + 1`` (uint32),
+            so that windows of one slide agree.
+    """
+    h, w = (size, size) if np.isscalar(size) else (int(size[0]), int(size[1]))
+    yy, xx = np.mgrid[offset[0] : offset[0] + h, offset[1] : offset[1] + w].astype(float)
+    best = np.full((h, w), np.inf)
+    label = np.zeros((h, w), np.uint32)
     for i, (cy, cx, a, b, theta) in enumerate(droplets, start=1):
+        if cy + a < offset[0] or cy - a > offset[0] + h or cx + a < offset[1] or cx - a > offset[1] + w:
+            continue
         dy, dx = yy - cy, xx - cx
         u = dx * np.cos(theta) + dy * np.sin(theta)
         v = -dx * np.sin(theta) + dy * np.cos(theta)
@@ -162,11 +181,22 @@ def render_droplets(droplets, size: int) -> np.ndarray:
         win = (d <= 1.0) & (d < best)
         best[win] = d[win]
         label[win] = i
+    if not relabel:
+        return label
     # renumber: droplets entirely outside the tile or fully covered disappear
     ids = np.unique(label[label > 0])
     lut = np.zeros(len(droplets) + 1, np.uint16)
     lut[ids] = np.arange(1, len(ids) + 1)
     return lut[label]
+
+
+def paint_droplets(rgb: np.ndarray, label: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Paint droplets (``label > 0``) white with a thin darker membrane onto float RGB tissue, in place."""
+    fat = label > 0
+    rim = ndi.binary_dilation(fat, iterations=1) & ~fat
+    rgb[rim] = rgb[rim] * 0.88
+    rgb[fat] = FAT[None, :] - 6.0 * np.abs(rng.standard_normal((int(fat.sum()), 1)))
+    return rgb
 
 
 def make_steatosis_tile(
@@ -207,12 +237,7 @@ def make_steatosis_tile(
         clump_size=clump_size,
     )
     label = render_droplets(droplets, size)
-    fat = label > 0
-    # a thin darker membrane around the outside of each droplet or clump
-    rim = ndi.binary_dilation(fat, iterations=1) & ~fat
-    rgb[rim] = rgb[rim] * 0.88
-    fat_tone = FAT[None, :] - 6.0 * np.abs(rng.standard_normal((int(fat.sum()), 1)))
-    rgb[fat] = fat_tone
+    paint_droplets(rgb, label, rng)  # white droplets, a thin darker membrane around each droplet or clump
     rgb[glass] = GLASS[None, :] - 4.0 * np.abs(rng.standard_normal((int(glass.sum()), 1)))
     rgb = ndi.gaussian_filter(rgb, sigma=(0.6, 0.6, 0)) + rng.normal(0, 3.0, rgb.shape)
     return np.clip(rgb, 0, 255).astype(np.uint8), label
@@ -235,6 +260,8 @@ def synth_steatosis(
     glass_probability: float = 0.35,
     background: str = "builtin",
     density: float = 1.0,
+    slides: int = 0,
+    slide_size: tuple[int, int] = (768, 1024),
 ) -> Path:
     """Write ``n`` synthetic steatosis tiles with instance masks and COCO annotations under ``out``.
 
@@ -248,6 +275,8 @@ def synth_steatosis(
         glass_probability: chance that a tile shows a region of bare glass.
         background: tissue texture, ``"builtin"`` or ``"histo"`` (see :func:`make_steatosis_tile`).
         density: droplet density multiplier (1 gives about 25 droplets per 256x256 tile).
+        slides: also write this many whole slides of ``slide_size`` (height, width) pixels, listed
+            under ``"slides"`` (see :func:`synth_steatosis_slides`; whole-slide inference tests).
 
     Returns:
         the path of ``out/dataset.json``.
@@ -291,4 +320,144 @@ def synth_steatosis(
     content["mpp"] = float(mpp)
     content["annotations"] = "annotations.json"
     content["description"] = "synthetic H&E steatosis tiles with instance labels (uint16 PNG, 0 = background)"
+    path = write_datalist(out, content)
+    if slides:
+        path = synth_steatosis_slides(out, seed, int(slides), tuple(slide_size), mpp, tuple(radius), density,
+                                      section="slides")
+    return path
+
+
+# ------------------------------------------------------------------------------------------ slides
+class SteatosisSlide:
+    """A synthetic steatotic slide: procedural H&E tissue on glass with fat droplets, rendered by tile.
+
+    Droplets are sampled once per ``cell x cell`` square of tissue (isolated droplets and clumps, as
+    in the tiles, each square from its own seed, droplets kept inside their square), so the droplet
+    list is small and any window renders the same pixels and ids whatever the tiling.
+
+    Args:
+        height, width: level-0 size in pixels.
+        seed: the slide's seed.
+        mpp: microns per pixel (the tissue's cells are drawn at their physical size).
+        radius: droplet radius range in pixels; density: droplet density multiplier (see
+            :func:`make_steatosis_tile`); clump_size: droplets per clump.
+        cell: side of the sampling squares in pixels.
+    """
+
+    def __init__(self, height: int, width: int, seed: int = 0, mpp: float = 0.5,
+                 radius: tuple[float, float] = (5.0, 16.0), density: float = 1.0,
+                 clump_size: tuple[int, int] = (2, 4), cell: int = 256):
+        from liverseg_monai.data.synth.histo import HistoField, Stain
+        from liverseg_monai.data.synth.slide import SlideRenderer, SlideTissue
+
+        self.height, self.width, self.cell, self.seed = int(height), int(width), int(cell), int(seed)
+        rng = np.random.default_rng(seed)
+        self.field = HistoField(seed=int(rng.integers(0, 2**31 - 1)), scale=1.0 / mpp, region_px=250.0 / mpp,
+                                region_probs=(0.03, 0.64, 0.33), steatotic_prob=0.0,
+                                tissue=SlideTissue(self.height, self.width, rng))
+        self.background = SlideRenderer(self.field, Stain.jittered(rng, 0.7), int(rng.integers(0, 2**31 - 1)),
+                                        None, self.width)
+        self.droplets: list[tuple[float, float, float, float, float]] = []
+        self._cells: dict[tuple[int, int], list[int]] = {}
+        c = self.cell
+        scale = c / 256.0 * np.sqrt(density)
+        for cy in range(-(-self.height // c)):
+            for cx in range(-(-self.width // c)):
+                crng = np.random.default_rng([self.seed, cy, cx])
+                yy, xx = np.mgrid[cy * c : (cy + 1) * c, cx * c : (cx + 1) * c].astype(float)
+                region, _, _ = self.field.regions(yy, xx)
+                blocked = (region == 0) | (yy >= self.height) | (xx >= self.width)
+                if blocked.mean() > 0.9:
+                    continue
+                found = _sample_droplets(crng, c, blocked, tuple(radius),
+                                         n_single=int(crng.integers(6, 13) * scale**2),
+                                         n_clumps=int(max(1, crng.integers(4, 8) * scale**2)),
+                                         clump_size=tuple(clump_size), contained=True)
+                first = len(self.droplets)
+                self.droplets += [(y + cy * c, x + cx * c, a, b, t) for y, x, a, b, t in found]
+                self._cells[(cy, cx)] = list(range(first, len(self.droplets)))
+
+    def window_droplets(self, y: int, x: int, h: int, w: int) -> tuple[list, np.ndarray]:
+        """The droplets of the cells a window touches and their global ids (index + 1)."""
+        c = self.cell
+        idx = [i for cy in range(max(0, y // c), (y + h - 1) // c + 1)
+               for cx in range(max(0, x // c), (x + w - 1) // c + 1) for i in self._cells.get((cy, cx), [])]
+        return [self.droplets[i] for i in idx], np.asarray(idx, np.int64) + 1
+
+    def labels(self, y: int, x: int, h: int, w: int) -> np.ndarray:
+        """Droplet ids (uint32, global, 0 = none) of a window."""
+        drops, ids = self.window_droplets(y, x, h, w)
+        local = render_droplets(drops, (h, w), (y, x), relabel=False)
+        return np.concatenate([[0], ids]).astype(np.uint32)[local]
+
+    def rgb(self, y: int, x: int, h: int, w: int) -> np.ndarray:
+        """uint8 RGB of a window: the tissue with the droplets painted in, blurred and noisy like a scan."""
+        m = 3  # halo for the membrane and the blur
+        rgb = np.pad(self.background(y, x, h, w).astype(np.float64), ((m, m), (m, m), (0, 0)), mode="reflect")
+        label = self.labels(y - m, x - m, h + 2 * m, w + 2 * m)
+        rng = np.random.default_rng([self.seed, 7, y, x])
+        paint_droplets(rgb, label, rng)
+        rgb = ndi.gaussian_filter(rgb, sigma=(0.6, 0.6, 0))[m : m + h, m : m + w] + rng.normal(0, 2.0, (h, w, 3))
+        return np.clip(rgb, 0, 255).astype(np.uint8)
+
+
+def write_steatosis_slide(path_image: str | os.PathLike, path_label: str | os.PathLike, slide: SteatosisSlide,
+                          mpp: float = 0.5, tile_size: int = 256, compression: str = "jpeg",
+                          progress: bool = False) -> None:
+    """Write a :class:`SteatosisSlide` as a pyramidal RGB TIFF and its droplet instance label TIFF.
+
+    Both are streamed tile by tile (:func:`liverseg_monai.io.slide.write_pyramid`), so memory stays
+    bounded whatever the slide size. The label TIFF holds uint32 droplet ids (nearest-neighbour levels).
+    """
+    from liverseg_monai.io.slide import SlideLabelWriter, write_pyramid
+
+    shape = (slide.height, slide.width)
+    write_pyramid(path_image, slide.rgb, mpp=mpp, shape=(*shape, 3), dtype=np.uint8, tile_size=tile_size,
+                  compression=compression, description={"synthetic": "liverseg_monai.data.synth.steatosis",
+                                                        "seed": slide.seed}, progress=progress)
+    SlideLabelWriter(path_label, shape, mpp, tile_size, dtype=np.uint32).write(slide.labels, progress=progress)
+
+
+def synth_steatosis_slides(
+    out: str | os.PathLike,
+    seed: int = 0,
+    n: int = 1,
+    size: tuple[int, int] = (2048, 3072),
+    mpp: float = 0.5,
+    radius: tuple[float, float] = (5.0, 16.0),
+    density: float = 1.0,
+    compression: str = "jpeg",
+    section: str = "testing",
+    progress: bool = False,
+) -> Path:
+    """Write ``n`` synthetic steatotic whole slides and list them in ``out/dataset.json``.
+
+    Files: ``slides/steatosis_slide_K.tiff`` (pyramidal RGB, JPEG tiles unless ``compression="zlib"``,
+    mpp in the resolution tags and description) and ``slides/steatosis_slide_K_instances.tiff``
+    (uint32 droplet ids, the reference). Items ``{"image", "label"}`` go under ``section`` of an
+    existing ``dataset.json`` (added to it) or of a new one with ``"mpp"``.
+
+    Args:
+        out: dataset folder.
+        seed: slide ``k`` uses seed ``seed * 1009 + k``.
+        n: number of slides.
+        size: level-0 ``(height, width)``.
+        mpp: microns per pixel at level 0.
+        radius, density: droplet size range (pixels) and density multiplier.
+        compression: ``"jpeg"`` (like scanners) or ``"zlib"`` (lossless).
+        section: the dataset.json list the slides go to (``testing``; ``slides`` beside a tile dataset).
+        progress: show progress bars.
+    """
+    out = Path(out)
+    datalist = out / "dataset.json"
+    content = json.loads(datalist.read_text()) if datalist.is_file() else {"training": [], "validation": [],
+                                                                           "testing": [], "mpp": float(mpp)}
+    items = []
+    for k in range(int(n)):
+        slide = SteatosisSlide(size[0], size[1], seed * 1009 + k, mpp, tuple(radius), density)
+        image, label = f"slides/steatosis_slide_{k}.tiff", f"slides/steatosis_slide_{k}_instances.tiff"
+        (out / "slides").mkdir(parents=True, exist_ok=True)
+        write_steatosis_slide(out / image, out / label, slide, mpp, compression=compression, progress=progress)
+        items.append({"image": image, "label": label})
+    content[section] = items
     return write_datalist(out, content)
