@@ -60,3 +60,26 @@ def test_rle_roundtrip_edge_cases():
         assert sum(rle["counts"]) == mask.size
         assert np.array_equal(rle_to_mask(rle), mask)
     assert mask_to_rle(np.ones((2, 2), bool))["counts"][0] == 0  # COCO: runs start with background
+
+
+def test_steatotic_slide_windows_agree_and_droplets_lie_on_tissue(tmp_path):
+    import tifffile
+
+    from liverseg_monai.data.synth.steatosis import SteatosisSlide
+
+    slide = SteatosisSlide(384, 512, seed=5)
+    whole = slide.labels(0, 0, 384, 512)
+    assert whole.dtype == np.uint32 and whole.max() > 10
+    for y, x in ((0, 0), (100, 250), (300, 400)):  # any tiling renders the same droplet ids
+        assert np.array_equal(slide.labels(y, x, 84, 112), whole[y : y + 84, x : x + 112])
+    region, _, _ = slide.field.regions(*np.mgrid[:384, :512].astype(float))
+    assert (region[whole > 0] > 0).all()  # droplets only on tissue
+    rgb = slide.rgb(0, 0, 384, 512)
+    assert rgb[whole > 0].mean() > 235 and rgb[(whole == 0) & (region > 0)].mean() < 215  # white on pink
+
+    path = get_synthesizer("steatosis")(tmp_path, seed=1, n=3, size=64, slides=1, slide_size=(256, 320))
+    item = load_datalist(tmp_path, "slides", require=("image", "label"))[0]
+    assert "slides" in json.loads(path.read_text()) and load_datalist(tmp_path, "testing")
+    with tifffile.TiffFile(item["image"]) as img, tifffile.TiffFile(item["label"]) as lab:
+        assert img.pages[0].shape == (256, 320, 3) and lab.pages[0].shape == (256, 320)
+        assert lab.pages[0].asarray().max() > 0

@@ -13,6 +13,7 @@ from liverseg_monai.inferers.instances import (
     tile_starts,
 )
 from liverseg_monai.metrics.instance import instance_ious
+from liverseg_monai.transforms.droplet_filter import filter_droplets
 
 
 def _scene(shape=(150, 170), seed=0):
@@ -122,3 +123,32 @@ def test_whole_slide_inference(tmp_path):
     assert len(pids) == len(rids) and (iou.max(0) > 0.99).all()
     assert (tmp_path / "out" / "slide_droplets.csv").is_file() and (tmp_path / "out" / "slide_overlay.png").is_file()
     assert 0 < summary["steatosis_fraction"] < 1
+
+
+def test_whole_slide_level_and_droplet_filter(tmp_path):
+    """Level 1 output has the level's shape and µm at its resolution; the filter compares each droplet
+    with the slide's mean droplet, exactly as ``filter_droplets`` does on the whole label image."""
+    import csv
+
+    from liverseg_monai.inferers.instances import infer_slide_instances
+    from liverseg_monai.io.slide import open_slide, write_pyramid
+
+    img, ref = _scene((600, 680), seed=4)
+    rgb = (img.numpy().transpose(1, 2, 0) * 255).round().astype(np.uint8)
+    rgb[500:590, 500:670] = 250  # a white region 20x the mean droplet
+    slide = tmp_path / "slide.tif"
+    write_pyramid(slide, rgb, mpp=0.25, tile_size=128, compression="zlib")
+    with open_slide(slide) as s:
+        level1 = s.levels[1].shape
+    filters = {"size_range": [0.001, 6.0], "perimeter_range": [0.5, 4.0], "eccentricity_range": [0.2, 1.5]}
+    kept = infer_slide_instances(slide, component_net, tmp_path / "a", level=1, tile=96, overlap=32,
+                                 droplet_filter=filters)
+    everything = infer_slide_instances(slide, component_net, tmp_path / "b", level=1, tile=96, overlap=32)
+    assert kept["shape"] == list(level1) and kept["mpp"] == pytest.approx(0.5)
+    assert tifffile.imread(tmp_path / "a" / "slide_instances.tif").shape == level1
+    assert everything["n_droplets"] == kept["n_droplets"] + kept["n_filtered"] and kept["n_filtered"] >= 1
+    whole = tifffile.imread(tmp_path / "b" / "slide_instances.tif")
+    assert len(np.unique(filter_droplets(whole, **filters))) - 1 == kept["n_droplets"]
+    rows = list(csv.DictReader((tmp_path / "a" / "slide_droplets.csv").open()))
+    assert max(float(r["area_um2"]) for r in rows) < 100  # the blob is gone: discs of radius <= 6 px at 0.5 µm/px
+    assert all(float(r["area_um2"]) == pytest.approx(int(r["area_px"]) * 0.25) for r in rows)
