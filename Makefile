@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 export PYTHONUNBUFFERED := 1
 
-.PHONY: setup demo test test-fast lint verify bench clean
+.PHONY: setup demo test test-fast lint verify bench bench-deps bench-quality bench-gpu clean
 
 setup: $(STAMP)
 
@@ -29,9 +29,21 @@ lint: setup
 verify: setup
 	$(PY) -m pytest -q -ra tests/bundles -k "metadata or net_in_out or export"
 
-bench: setup
-	$(PY) -m pip install -q -e ".[bench]"
-	$(PY) -m liverseg_monai bench --out bench
+# speed and memory (about 15 min on 2 CPU cores); results merge into bench/results.json by machine
+BENCH_THREADS ?= 2
+bench-deps: setup
+	$(PY) -c "import segmentation_models_pytorch" 2>/dev/null || $(PY) -m pip install -q -e ".[bench]"
+
+bench: bench-deps
+	OMP_NUM_THREADS=$(BENCH_THREADS) MKL_NUM_THREADS=$(BENCH_THREADS) $(PY) -m liverseg_monai bench --out bench
+
+# quality on held-out synthetic data: trains every bundle (demo budgets) and runs the ablations
+bench-quality: bench-deps
+	OMP_NUM_THREADS=$(BENCH_THREADS) MKL_NUM_THREADS=$(BENCH_THREADS) $(PY) -m liverseg_monai bench --out bench --only quality
+
+# the speed scenarios on a GPU (AMP, channels-last), added as rows of their own
+bench-gpu: bench-deps
+	$(PY) -m liverseg_monai bench --out bench --device cuda
 
 clean:
 	rm -rf demo_out bench/tmp .pytest_cache

@@ -70,8 +70,13 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", default="demo_out")
     demo.add_argument("--bundles", nargs="*", default=None, help="only these bundles")
 
-    bench = sub.add_parser("bench", help="benchmarks: writes OUT/results.json and docs/benchmarks.md")
+    bench = sub.add_parser("bench", help="benchmarks: merges into OUT/results.json, rewrites docs/benchmarks.md")
     bench.add_argument("--out", default="bench")
+    bench.add_argument("--only", default=None, help="comma-separated scenarios (default: the speed group)")
+    bench.add_argument("--quality", action="store_true", help="also the quality group (trains every bundle)")
+    bench.add_argument("--device", default="cpu", help="cpu or cuda (GPU rows: AMP, channels-last)")
+    bench.add_argument("--preset", default="full", choices=["full", "small", "tiny"], help="problem sizes")
+    bench.add_argument("--docs", default=None, help="Markdown output (default docs/benchmarks.md)")
     return parser
 
 
@@ -101,7 +106,10 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "bench":
             from liverseg_monai.bench import run_bench
 
-            print(f"wrote {run_bench(args.out, **_options(extra))}")
+            if extra:
+                parser.error(f"unrecognized arguments: {' '.join(extra)}")
+            command = "python -m liverseg_monai " + " ".join(argv if argv is not None else sys.argv[1:])
+            print(f"wrote {run_bench(args.out, args.only, args.quality, args.device, args.preset, args.docs, command=command)}")
     except LiversegError as err:
         if os.environ.get("LIVERSEG_DEBUG"):
             raise

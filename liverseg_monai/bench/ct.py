@@ -34,28 +34,36 @@ from liverseg_monai.bench.common import (
 )
 
 
-def ensure_ct_case(data_root: str | Path, shape=(512, 512, 128), seed: int = 0) -> Path:
-    """A synthetic CT (int16 HU, LPS NIfTI) with its LiTS-style labels, written once by a helper process.
+def write_ct_case(folder: str | Path, shape=(512, 512, 128), seed: int = 0) -> Path:
+    """Write ``ct.nii.gz``, ``label.nii.gz`` and ``dataset.json`` of one synthetic phantom into ``folder``."""
+    import nibabel as nib
 
-    ``<data_root>/ct_<X>x<Y>x<Z>_seed<S>/`` holds ``ct.nii.gz``, ``label.nii.gz`` and a
-    ``dataset.json`` listing the CT under ``testing``; the phantom spans 400 x 400 x 240 mm.
+    from liverseg_monai.data.synth.phantom import FOV_MM, make_ct_phantom, phantom_affine
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    shape = tuple(int(s) for s in shape)
+    affine = phantom_affine(shape, tuple(f / s for f, s in zip(FOV_MM, shape)), "LPS")
+    ph = make_ct_phantom(shape, affine, np.random.default_rng(seed))
+    nib.save(nib.Nifti1Image(ph.ct, affine), str(folder / "ct.nii.gz"))
+    nib.save(nib.Nifti1Image(ph.lits_label(), affine), str(folder / "label.nii.gz"))
+    (folder / "dataset.json").write_text(json.dumps({"testing": [{"image": "ct.nii.gz"}]}))
+    return folder
+
+
+def ensure_ct_case(data_root: str | Path, shape=(512, 512, 128), seed: int = 0) -> Path:
+    """A synthetic CT (int16 HU, LPS NIfTI, 400 x 400 x 240 mm) with its LiTS-style labels, made once.
+
+    ``<data_root>/ct_<X>x<Y>x<Z>_seed<S>/`` (see :func:`write_ct_case`). Volumes above a million voxels
+    are made by a helper process, so that the phantom's own memory stays out of the scenario's peak.
     """
     shape = tuple(int(s) for s in shape)
     folder = Path(data_root) / f"ct_{'x'.join(map(str, shape))}_seed{seed}"
     if not (folder / "dataset.json").is_file():
-        folder.mkdir(parents=True, exist_ok=True)
-        run_python(
-            "import json, numpy as np, nibabel as nib\n"
-            "from pathlib import Path\n"
-            "from liverseg_monai.data.synth.phantom import FOV_MM, make_ct_phantom, phantom_affine\n"
-            f"shape = {shape!r}; out = Path({str(folder)!r})\n"
-            "spacing = tuple(f / s for f, s in zip(FOV_MM, shape))\n"
-            "affine = phantom_affine(shape, spacing, 'LPS')\n"
-            f"ph = make_ct_phantom(shape, affine, np.random.default_rng({seed}))\n"
-            "nib.save(nib.Nifti1Image(ph.ct, affine), str(out / 'ct.nii.gz'))\n"
-            "nib.save(nib.Nifti1Image(ph.lits_label(), affine), str(out / 'label.nii.gz'))\n"
-            "(out / 'dataset.json').write_text(json.dumps({'testing': [{'image': 'ct.nii.gz'}]}))\n"
-        )
+        if np.prod(shape) <= 1_000_000:
+            write_ct_case(folder, shape, seed)
+        else:
+            run_python(f"from liverseg_monai.bench.ct import write_ct_case; write_ct_case({str(folder)!r}, {shape!r}, {seed})")
     return folder
 
 
@@ -86,7 +94,7 @@ def _device_overrides(device: str, amp: bool) -> dict:
 
 
 def scenario_ct_liver(work: str | Path, shape=(512, 512, 128), device: str = "cpu", amp: bool = False,
-                      channels_last: bool = False, seed: int = 0) -> dict:
+                      channels_last: bool = False, seed: int = 0, overrides: dict | None = None) -> dict:
     """Liver bundle end to end vs its network's forward passes on the same preprocessed slices."""
     work = Path(work)
     data = ensure_ct_case(work / "data", shape, seed)
@@ -94,7 +102,7 @@ def scenario_ct_liver(work: str | Path, shape=(512, 512, 128), device: str = "cp
                                       {"model.pt": "network_def"}, seed=seed)
     out_dir = work / "ct_liver" / "out"
     parser = bundle_parser(root, ["inference.json"], {"dataset_dir": str(data), "output_dir": str(out_dir),
-                                                      **_device_overrides(device, amp)})
+                                                      **_device_overrides(device, amp), **(overrides or {})})
     net = parser.get_parsed_content("network")
     if channels_last:
         net.to(memory_format=torch.channels_last)
@@ -126,7 +134,7 @@ def scenario_ct_liver(work: str | Path, shape=(512, 512, 128), device: str = "cp
     return {
         "bundle": "liver_ct_unet_segmentation", "config": "configs/inference.json", "shape": list(shape),
         "weights": f"random init (seed {seed})", "device": device, "amp": amp, "channels_last": channels_last,
-        "end_to_end_s": t_e2e, "forward_only_s": t_fwd, "ratio": t_e2e / t_fwd, "goal_ratio_max": 1.25,
+        "config_overrides": overrides or {}, "end_to_end_s": t_e2e, "forward_only_s": t_fwd, "ratio": t_e2e / t_fwd, "goal_ratio_max": 1.25,
         "forward_calls_end_to_end": e2e_calls, "forward_calls_forward_only": calls[0],
         "slices": int(slices.shape[0]), "slice_size": size, "sw_batch_size": bs,
         "peak_rss_mb": rss_e2e, "rss_before_run_mb": rss_before, "goal_peak_rss_mb_max": 3072,

@@ -1,0 +1,52 @@
+"""``make bench`` plumbing: one scenario at a tiny size through the subprocess driver, the merged
+results file and the Markdown writer (the figures themselves come from ``make bench``)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from liverseg_monai.bench import merge_results, run_bench
+from liverseg_monai.bench.report import render_markdown
+from liverseg_monai.errors import InputError
+
+
+def test_ct_liver_tiny_run_merges_and_renders(tmp_path):
+    out, docs = tmp_path / "bench", tmp_path / "benchmarks.md"
+    path = run_bench(out, only="ct_liver", preset="tiny", docs=docs, work=tmp_path / "work", command="pytest")
+    data = json.loads(path.read_text())
+    assert data["schema"] == 1 and len(data["runs"]) == 1
+    (key, run), = data["runs"].items()
+    assert run["machine"]["key"] == key and run["command"] == "pytest"
+    r = run["scenarios"]["ct_liver"]
+    assert "error" not in r, r
+    assert r["shape"] == [32, 32, 16] and r["preset"] == "tiny"
+    assert r["geometry_kept"] is True
+    assert r["end_to_end_s"] > r["forward_only_s"] > 0
+    assert r["ratio"] == pytest.approx(r["end_to_end_s"] / r["forward_only_s"])
+    assert r["forward_calls_end_to_end"] == r["forward_calls_forward_only"] == 1  # 16 slices, batch 16
+    assert r["peak_rss_mb"] >= r["rss_before_run_mb"] > 0
+    assert len(r["load_average_before"]) == 3
+    md = docs.read_text()
+    assert f"## {key}" in md and "| ct_liver (liver_ct_unet_segmentation) | 32x32x16 CT" in md
+    assert "Command: `pytest`" in md
+
+    # another machine's results are added next to these, not over them
+    other = {**run["machine"], "key": "cuda | Some GPU", "device": "cuda", "gpu": "Some GPU"}
+    merged = merge_results(path, other, "gpu run", {"ct_liver": {**r, "amp": True}})
+    assert set(merged["runs"]) == {key, "cuda | Some GPU"}
+    md = render_markdown(merged)
+    assert "## cuda | Some GPU" in md and md.count("| ct_liver (liver_ct_unet_segmentation)") == 2
+
+
+def test_error_rows_and_unknown_scenarios(tmp_path):
+    data = {"runs": {"k": {"machine": {"device": "cpu", "gpu": "none", "cpu": "x", "cpus": 2, "torch_threads": 2,
+                                       "omp_num_threads": "2", "python": "3.11", "torch": "t", "monai": "m",
+                                       "platform": "p"},
+                           "command": "c", "scenarios": {"ct_tumor": {"error": "exit 1: boom"},
+                                                         "networks": {"error": "exit 1: no smp"}}}}}
+    md = render_markdown(data)
+    assert "not measured: exit 1: boom" in md and "Not measured: exit 1: no smp" in md
+    with pytest.raises(InputError, match="unknown scenario"):
+        run_bench(tmp_path, only="nope", docs=tmp_path / "x.md")
