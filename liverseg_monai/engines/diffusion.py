@@ -97,21 +97,29 @@ def diffusion_loss(
     """Stage-2 loss: ``loss_fn`` (MSE) between the UNet's noise prediction and the noise added to the latent.
 
     ``inferer`` is a ``monai.inferers.LatentDiffusionInferer``; its ``scheduler`` draws the noising. The
-    first call measures and stores ``diffusion.scale_factor`` when it is still 0 (unset); the inferer
-    uses the stored value. Returns ``(loss, noise_prediction)``.
+    first call measures and stores ``diffusion.scale_factor`` when it is still 0 (unset; in distributed
+    training the mean of the ranks' measurements); the inferer uses the stored value. The prediction
+    goes through ``diffusion``'s own ``forward`` (image -> condition -> UNet), so ``diffusion`` may be
+    wrapped in ``DistributedDataParallel``. Returns ``(loss, noise_prediction)``.
     """
+    from liverseg_monai.engines.distributed import mean_over_ranks, unwrap
+
+    model = unwrap(diffusion)
     autoencoder.eval()
-    if float(diffusion.scale_factor) <= 0:
-        diffusion.scale_factor.fill_(measure_scale_factor(autoencoder, images))
-    inferer.scale_factor = float(diffusion.scale_factor)
+    if float(model.scale_factor) <= 0:
+        model.scale_factor.fill_(mean_over_ranks(measure_scale_factor(autoencoder, images)))
+    inferer.scale_factor = float(model.scale_factor)
     with torch.no_grad():
         latent_shape = autoencoder.encode(images[:1])[0].shape[1:]
     noise = torch.randn((images.shape[0], *latent_shape), device=images.device, dtype=images.dtype)
     timesteps = torch.randint(0, inferer.scheduler.num_train_timesteps, (images.shape[0],), device=images.device)
-    condition = diffusion.condition_encoder(images)
+
+    def denoiser(x: torch.Tensor, timesteps: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+        return diffusion(x, timesteps, images)  # the condition comes from the images inside forward
+
     prediction = inferer(
-        inputs=images, autoencoder_model=autoencoder, diffusion_model=diffusion.unet, noise=noise,
-        timesteps=timesteps, condition=condition, mode="crossattn",
+        inputs=images, autoencoder_model=autoencoder, diffusion_model=denoiser, noise=noise,
+        timesteps=timesteps, condition=None, mode="crossattn",
     )
     return loss_fn(prediction.float(), noise.float()), prediction
 

@@ -277,8 +277,20 @@ class InstanceAP(_IgniteMetric):
             self._stats.append(instance_stats(ids, _ref(label), scores))
 
     def compute(self) -> float:
-        value = summarize(self._stats).get(self.metric, 0.0) if self._stats else 0.0
+        stats = _all_ranks(self._stats)  # a distributed evaluator scores every rank's images together
+        value = summarize(stats).get(self.metric, 0.0) if stats else 0.0
         return 0.0 if value != value else float(value)  # nan (no references) -> 0
+
+
+def _all_ranks(items: list) -> list:
+    """``items`` of every process, in rank order (``items`` itself outside distributed runs)."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return items
+    parts: list = [None] * dist.get_world_size()
+    dist.all_gather_object(parts, items)
+    return [item for part in parts for item in part]
 
 
 class InstanceMetricsSaver:

@@ -1,36 +1,174 @@
-"""torchrun with two CPU processes (gloo) on the liver CT bundle's multi_gpu_train.json."""
+"""torchrun with two CPU processes (gloo) on every bundle's multi-GPU training config.
+
+Each case merges the bundle's ``multi_gpu_train*.json`` after the training configs of one recipe stage
+(``liverseg_monai/recipes/<bundle>.yaml``: same synthetic data, same smoke-scale overrides), runs one
+or two epochs under ``torchrun --nproc_per_node=2`` and checks: exit code 0; the stage's checkpoint
+written, by rank 0 only (rank 1's checkpoint and output folders are redirected to ``models_rank1`` and
+``<output_dir>_rank1``, which must gain no checkpoint and no TensorBoard summary); both ranks end
+with identical weights (the trained modules' state dicts, parameters and buffers, saved by each rank
+in ``finalize``).
+"""
+
+from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
+from dataclasses import dataclass, field
+from pathlib import Path
 
+import pytest
 import torch
 
 from liverseg_monai.data.synth.lits import synth_lits
-from liverseg_monai.recipes import bundle_command, copy_bundle
+from liverseg_monai.recipes import bundle_command, copy_bundle, load_recipe, synthesize
+
+# rank 0 writes to models/ and OUT as usual; any file another rank would write lands in models_rank<R>/
+# or OUT_rank<R>/
+RANK_SUFFIX = "('' if os.environ['RANK'] == '0' else '_rank' + os.environ['RANK'])"
+
+
+def save_each_rank(modules: tuple[str, ...]) -> list[str]:
+    """``finalize`` that saves the modules' state dicts (a list) as ``<bundle_root>/rank<R>.pt`` on every rank."""
+    return [
+        f"$torch.save([liverseg_monai.engines.distributed.unwrap(m).state_dict() for m in [{', '.join(modules)}]], "
+        "@bundle_root + '/rank' + str(dist.get_rank()) + '.pt')",
+        "$dist.destroy_process_group()",
+    ]
+
+
+def torchrun(bundle_root: Path, configs: list[str], data: Path, out: Path, overrides: dict,
+             port: int) -> subprocess.CompletedProcess:
+    """``python -m monai.bundle run ...`` as ``torchrun --nproc_per_node=2 -m monai.bundle run ...``."""
+    cmd = bundle_command(bundle_root, configs, data, None, {"output_dir": f"$'{out}' + {RANK_SUFFIX}", **overrides})
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={port}"] + cmd[1:]
+    # two ranks on two cores: one thread each, or they oversubscribe the CPU and crawl
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=900, env=env)
+
+
+def files_under(folder: Path) -> set[str]:
+    return {str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file()} if folder.is_dir() else set()
+
+
+def logged_summaries(path: Path) -> int:
+    """How many summaries a TensorBoard event file holds (-1 for any other file).
+
+    A ``TensorBoardStatsHandler`` opens its event file when it is constructed, which MONAI's config
+    parser does on every rank; the handler is attached (and logs) on rank 0 only, so other ranks'
+    files hold the file header and no summary.
+    """
+    if not path.name.startswith("events.out.tfevents."):
+        return -1
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+
+    return sum(1 for event in EventFileLoader(str(path)).Load() if event.HasField("summary"))
+
+
+def assert_identical(w0: list[dict], w1: list[dict]) -> None:
+    assert len(w0) == len(w1)
+    for s0, s1 in zip(w0, w1):
+        assert s0.keys() == s1.keys()
+        assert s0, "no weights saved"
+        for k in s0:
+            torch.testing.assert_close(s0[k], s1[k], rtol=0, atol=0, msg=k)
+
+
+def run_distributed_stage(root: Path, data: Path, out: Path, configs: list[str], overrides: dict,
+                          modules: tuple[str, ...], expect: str, port: int) -> None:
+    """One stage under torchrun with the checks of the module docstring."""
+    models, models_rank1 = root / "models", root / "models_rank1"
+    # rank 1 reads what rank 0 reads (weights of earlier stages, checkpoints to resume) from its own folder
+    shutil.copytree(models, models_rank1, dirs_exist_ok=True)
+    before = files_under(models_rank1)
+    for rank in (0, 1):
+        (root / f"rank{rank}.pt").unlink(missing_ok=True)
+    overrides = {**overrides, "ckpt_dir": f"$@bundle_root + '/models' + {RANK_SUFFIX}", "finalize": save_each_rank(modules)}
+    proc = torchrun(root, configs, data, out, overrides, port)
+    assert proc.returncode == 0, proc.stdout[-3000:] + "\n" + proc.stderr[-8000:]
+    assert (root / expect).is_file(), f"{expect} not written; models/: {sorted(files_under(models))}"
+    assert files_under(models_rank1) == before, f"rank 1 wrote {sorted(files_under(models_rank1) - before)}"
+    out_rank1 = out.parent / f"{out.name}_rank1"
+    written = {f: logged_summaries(out_rank1 / f) for f in files_under(out_rank1)}
+    assert not any(written.values()), f"rank 1 wrote {written} in {out_rank1}"
+    assert any(logged_summaries(out / f) for f in files_under(out)), f"rank 0 logged nothing in {out}"
+    w0 = torch.load(root / "rank0.pt", weights_only=True)
+    w1 = torch.load(root / "rank1.pt", weights_only=True)
+    assert_identical(w0, w1)
+
+
+@dataclass(frozen=True)
+class Case:
+    """One recipe stage run under torchrun.
+
+    ``modules``: config expressions of the trained modules (compared across ranks); ``expect``: the
+    checkpoint rank 0 writes, relative to the bundle root; ``synth``: changes to the recipe's dataset
+    options (at least two validation cases, one per rank); ``overrides``: changes to the recipe
+    stage's overrides (the training budget).
+    """
+
+    bundle: str
+    stage: str
+    modules: tuple[str, ...]
+    expect: str
+    multi_gpu: str = "multi_gpu_train.json"
+    synth: dict = field(default_factory=dict)
+    overrides: dict = field(default_factory=dict)
+    before: tuple[str, ...] = ()  # recipe stages run first (under torchrun as well), in order
+
+
+CASES = [
+    Case("liver_tumor_ct_segresnetvae", "train_liver", ("@network",), "models/model_liver.pt",
+         synth={"prepare": {"kind": "hcc-tace", "options": {"val_fraction": 0.4}}}),
+    Case("liver_tumor_ct_segresnetvae", "stage2_tumor", ("@network",), "models/model_tumor.pt",
+         synth={"prepare": {"kind": "hcc-tace", "options": {"val_fraction": 0.4}}}),
+    Case("pathology_dino_pretraining", "train", ("@network", "@teacher"), "models/backbone.pt",
+         overrides={"max_epochs": 1, "batch_size": 2}),
+    Case("liver_pathology_deeplab_segmentation", "train", ("@network",), "models/model.pt", synth={"n": 8}),
+    Case("liver_steatosis_maskrcnn", "train", ("@network",), "models/model.pt", synth={"n": 8}),
+    Case("pathology_pathsegdiff_segmentation", "train", ("@network",), "models/model.pt", synth={"n": 8},
+         before=("train_autoencoder", "train_diffusion")),
+]
+STAGE_CASES = {  # how the earlier stages of a multi-stage bundle run under torchrun
+    ("pathology_pathsegdiff_segmentation", "train_autoencoder"): Case(
+        "pathology_pathsegdiff_segmentation", "train_autoencoder", ("@autoencoder#network",), "models/autoencoder.pt",
+        multi_gpu="multi_gpu_train_autoencoder.json"),
+    ("pathology_pathsegdiff_segmentation", "train_diffusion"): Case(
+        "pathology_pathsegdiff_segmentation", "train_diffusion", ("@diffusion#network",), "models/diffusion.pt",
+        multi_gpu="multi_gpu_train_diffusion.json"),
+}
+HEAVY = {"liver_steatosis_maskrcnn", "pathology_pathsegdiff_segmentation"}
+
+
+def _params(case: Case):
+    marks = [pytest.mark.slow] if case.bundle in HEAVY else []
+    return pytest.param(case, id=f"{case.bundle}-{case.stage}", marks=marks)
+
+
+@pytest.mark.parametrize("case", [_params(c) for c in CASES])
+def test_torchrun_bundle(case: Case, tmp_path):
+    recipe = load_recipe(case.bundle)
+    synth = {**recipe["synth"], **case.synth}
+    data = synthesize(synth, tmp_path / "data")
+    root = copy_bundle(case.bundle, tmp_path / "bundle")
+    stages = {s["name"]: s for s in recipe["stages"]}
+    port = 29540 + CASES.index(case) * 4
+    for i, stage_case in enumerate([STAGE_CASES[(case.bundle, s)] for s in case.before] + [case]):
+        stage = stages[stage_case.stage]
+        overrides = {**(stage.get("overrides") or {}), **stage_case.overrides}
+        configs = list(stage["config"]) + [stage_case.multi_gpu]
+        run_distributed_stage(root, data, tmp_path / stage_case.stage, configs, overrides, stage_case.modules,
+                              stage_case.expect, port + i)
 
 
 def test_torchrun_two_ranks_end_with_identical_weights(tmp_path):
+    """The liver CT bundle, with the trained network compared across ranks."""
     data = tmp_path / "data"
     synth_lits(data, seed=2, n=10, size=(40, 40, 16))  # two validation cases: one per rank
     root = copy_bundle("liver_ct_unet_segmentation", tmp_path / "bundle")
-    save_each_rank = (
-        "$torch.save(@network.module.state_dict(), @ckpt_dir + '/rank' + str(dist.get_rank()) + '.pt')"
+    run_distributed_stage(
+        root, data, tmp_path / "out", ["train.json", "multi_gpu_train.json"],
+        {"max_epochs": 1, "spatial_size": [32, 32], "samples_per_volume": 2, "batch_size": 2, "num_workers": 0},
+        ("@network",), "models/model.pt", port=29533,
     )
-    cmd = bundle_command(
-        root, ["train.json", "multi_gpu_train.json"], data, tmp_path / "out",
-        {"max_epochs": 1, "spatial_size": [32, 32], "samples_per_volume": 2, "batch_size": 2, "num_workers": 0,
-         "finalize": [save_each_rank, "$dist.destroy_process_group()"]},
-    )
-    # python -m monai.bundle ... -> torchrun --nproc_per_node=2 -m monai.bundle ...
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29533"] + cmd[1:]
-    # two ranks on two cores: one thread each, or they oversubscribe the CPU and crawl
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900, env=env)
-    assert proc.returncode == 0, proc.stderr[-6000:]
-    w0 = torch.load(root / "models" / "rank0.pt", weights_only=True)
-    w1 = torch.load(root / "models" / "rank1.pt", weights_only=True)
-    assert w0.keys() == w1.keys()
-    for k in w0:
-        torch.testing.assert_close(w0[k], w1[k], rtol=0, atol=0, msg=k)
-    assert (root / "models" / "model.pt").is_file()
