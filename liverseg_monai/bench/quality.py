@@ -28,7 +28,8 @@ DEMO_ROWS = {
     "liver_ct_unet_segmentation": [("liver", "bundle", "liver_dice")],
     "liver_tumor_ct_segresnetvae": [
         ("liver", "bundle", "liver_dice"),
-        ("active contour", "on", "tumor_dice"), ("active contour", "off", "tumor_dice_no_ac"),
+        ("tumour, weak supervision on", "active contour on", "tumor_dice"),
+        ("tumour, weak supervision on", "active contour off", "tumor_dice_no_ac"),
     ],
     "liver_pathology_deeplab_segmentation": [("tissue classes", "bundle", "mean_iou"),
                                              ("tissue classes", "bundle", "mean_dice")],
@@ -94,10 +95,9 @@ def _weak_supervision_off(work: Path, demo: dict) -> list[dict]:
     summary = json.loads((out / stages["evaluate"]["output_dir"] / "summary.json").read_text())
     budget = demo_budget(demo) + "; stage 2 retrained with weak_supervision#weight=0"
     rows = []
-    for arm_metric, metric in (("tumor_dice", "tumor_dice"), ("tumor_dice_no_ac", "tumor_dice_no_ac")):
-        rows.append({"bundle": bundle, "comparison": "weak supervision", "arm": "off" + (" (no AC)" if "no_ac" in metric else ""),
-                     "metric": arm_metric, "value": _get(summary, metric), "n_held_out": summary.get("n_cases"),
-                     "budget": budget})
+    for arm, metric in (("active contour on", "tumor_dice"), ("active contour off", "tumor_dice_no_ac")):
+        rows.append({"bundle": bundle, "comparison": "tumour, weak supervision off", "arm": arm, "metric": metric,
+                     "value": _get(summary, metric), "n_held_out": summary.get("n_cases"), "budget": budget})
     return rows
 
 
@@ -126,9 +126,6 @@ def scenario_quality(work: str | Path, bundles: list[str] | None = None, deeplab
                          "value": _get(summary, metric), "n_held_out": n, "budget": budget})
         rows[-1]["stage_seconds"] = {k: round(v, 1) for k, v in res["timings"].items()}
         if bundle == "liver_tumor_ct_segresnetvae":
-            for row in rows:
-                if row["bundle"] == bundle and row["comparison"] == "active contour":
-                    row["comparison"] = "active contour (weak supervision on)"
             try:
                 rows += _weak_supervision_off(work, demo)
             except Exception as err:
@@ -139,13 +136,15 @@ def scenario_quality(work: str | Path, bundles: list[str] | None = None, deeplab
 
         backbone = work / "pathology_dino_pretraining" / "bundle" / "models" / "backbone.pt"
         try:
-            for r in run_ablation(work / "ablation_deeplab", backbone=backbone if backbone.is_file() else None,
-                                  iterations=deeplab_iterations):
+            ablation = run_ablation(work / "ablation_deeplab", backbone=backbone if backbone.is_file() else None,
+                                    iterations=deeplab_iterations)
+            n_test = json.loads((work / "ablation_deeplab" / "ablation.json").read_text())["n_test_tiles"]
+            for r in ablation:
                 budget = (f"{r.iterations} iterations x batch 8 on {r.n_train_tiles} synthetic 64-px tiles, "
                           f"{r.encoder} encoder, 64 ASPP/decoder channels (engines/ablation_deeplab.py)"
                           + ("; DINO backbone from the pathology_dino_pretraining demo" if r.init == "dino" else ""))
                 rows.append({"bundle": "liver_pathology_deeplab_segmentation", "comparison": "ASPP / encoder init",
-                             "arm": r.variant, "metric": "mean_iou", "value": r.mean_iou, "status": r.status,
+                             "arm": r.variant, "metric": "mean_iou", "value": r.mean_iou, "status": r.status, "n_held_out": n_test,
                              "note": r.note, "budget": budget})
         except Exception as err:
             errors.append({"bundle": "liver_pathology_deeplab_segmentation", "ablation": "ablation_deeplab",

@@ -108,7 +108,8 @@ def _train(r: dict) -> list[str]:
             lines.append(f"| {row['bundle']} | {row.get('stage', '')} | not measured: {row['error']} | | | | |")
             continue
         ld = row["loader"]
-        loader = (f"{ld['dataset']}(cache_rate={ld['cache_rate']}), {ld['loader']}(batch_size={ld['batch_size']}, "
+        cache = f", {ld['cached_items']}/{ld['items']} cached" if ld.get("cached_items") is not None else ""
+        loader = (f"{ld['dataset']}({ld['items']} items{cache}), {ld['loader']}(batch_size={ld['batch_size']}, "
                   f"num_workers={ld['num_workers']}, persistent_workers={ld['persistent_workers']})")
         share = row["data_wait_share"]
         lines.append(f"| {row['bundle']} | {row['stage']} | {loader} | {row['steps']} ({row['epoch_starts']}) | "
@@ -139,15 +140,19 @@ def _quality(r: dict) -> list[str]:
     lines = ["### Quality on held-out synthetic data (opt-in: `make bench-quality`)", ""]
     if "error" in r:
         return lines + [f"Not measured: {r['error']}", ""]
-    lines += [f"{r['data']}; {_run_line(r)}.", "",
-              "| bundle | comparison | arm | metric | value | held-out n | training budget |", "|---|---|---|---|---|---|---|"]
+    budgets: dict[str, str] = {}
+    lines += [f"{r['data']}; {_run_line(r)}. Training budgets (B1, B2, ...) are listed under the table.", "",
+              "| bundle | comparison | arm | metric | value | held-out n | budget |", "|---|---|---|---|---|---|---|"]
     for row in r["rows"]:
         value = _f(row["value"], 3) if row.get("value") is not None else row.get("status", "–")
         note = f" ({row['note']})" if row.get("note") else ""
+        ref = budgets.setdefault(row["budget"], f"B{len(budgets) + 1}")
         lines.append(f"| {row['bundle']} | {row['comparison']} | {row['arm']} | {row['metric']} | {value}{note} | "
-                     f"{row.get('n_held_out', '–')} | {row['budget']} |")
+                     f"{row.get('n_held_out', '–')} | {ref} |")
     for err in r.get("errors", []):
         lines.append(f"| {err['bundle']} | {err.get('ablation', '')} | not measured: {err['error']} | | | | |")
+    lines.append("")
+    lines += [f"- {ref}: {text}" for text, ref in budgets.items()]
     return lines + [""]
 
 

@@ -70,7 +70,8 @@ def _describe_loader(trainer) -> dict:
     """The loader the trainer iterates, as built from the config."""
     loader = trainer.data_loader
     dataset = getattr(loader, "dataset", None)
-    return {"dataset": type(dataset).__name__, "cache_rate": getattr(dataset, "cache_rate", None),
+    cached = getattr(dataset, "cache_num", None)
+    return {"dataset": type(dataset).__name__, "cached_items": cached, "items": len(dataset) if dataset is not None else None,
             "loader": type(loader).__name__, "num_workers": getattr(loader, "num_workers", None),
             "persistent_workers": getattr(loader, "persistent_workers", None),
             "batch_size": getattr(loader, "batch_size", None)}
