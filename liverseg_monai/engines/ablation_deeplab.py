@@ -106,8 +106,8 @@ def _class_names(dataset_dir: Path, n: int) -> list[str]:
 
 
 def _normalise(rgb: torch.Tensor) -> torch.Tensor:
-    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    mean = torch.tensor(IMAGENET_MEAN, device=rgb.device).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=rgb.device).view(1, 3, 1, 1)
     return (rgb / 255.0 - mean) / std
 
 
@@ -139,6 +139,7 @@ def train_and_score(
     learning_rate: float = 2e-3,
     channels: int = 64,
     seed: int = 0,
+    device: str | torch.device = "cpu",
 ) -> tuple[np.ndarray, float]:
     """Train one variant (AdamW, Dice+CE, flips/90-degree rotations/HED jitter) and return the test
     confusion matrix and the training time in seconds."""
@@ -154,6 +155,7 @@ def train_and_score(
         from liverseg_monai.networks.weights import load_encoder_weights
 
         logger.info("%s: %s", variant.name, load_encoder_weights(net, backbone, prefix="encoder."))
+    net = net.to(device)
     images, labels = train
     x_all = torch.from_numpy(images).permute(0, 3, 1, 2).float()
     y_all = torch.from_numpy(labels)[:, None]
@@ -174,7 +176,7 @@ def train_and_score(
             if rng.random() < 0.5:
                 x[b], y[b] = x[b].flip(2), y[b].flip(2)
         opt.zero_grad()
-        loss = loss_fn(net(_normalise(x)), y)
+        loss = loss_fn(net(_normalise(x.to(device))), y.to(device))
         loss.backward()
         opt.step()
         sched.step()
@@ -184,7 +186,7 @@ def train_and_score(
     preds = []
     with torch.no_grad():
         for i in range(0, len(test_x), 8):
-            preds.append(net(_normalise(test_x[i : i + 8])).argmax(1).numpy())
+            preds.append(net(_normalise(test_x[i : i + 8].to(device))).argmax(1).cpu().numpy())
     return confusion_matrix(np.concatenate(preds), test[1], num_classes), seconds
 
 
@@ -200,6 +202,7 @@ def run_ablation(
     seed: int = 0,
     variants: Sequence[Variant] | None = None,
     channels: int = 64,
+    device: str | torch.device = "cpu",
 ) -> list[AblationRow]:
     """Run the ablation and write ``ablation.csv``, ``ablation.json`` and ``ablation.md`` to ``out``.
 
@@ -246,7 +249,8 @@ def run_ablation(
             rows.append(row)
             continue
         cm, seconds = train_and_score(variant, (train_x[subset], train_y[subset]), (test_x, test_y), num_classes,
-                                      encoder, backbone, iterations, seed=seed, channels=channels)
+                                      encoder, backbone, iterations, seed=seed, channels=channels,
+                                      device=device)
         iou, dice = iou_from_confusion(cm), dice_from_confusion(cm)
         row.mean_iou = round(float(np.nanmean(iou)), 4)
         row.mean_dice = round(float(np.nanmean(dice)), 4)
@@ -298,13 +302,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--tile-size", type=int, default=64)
     parser.add_argument("--channels", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     from liverseg_monai.errors import LiversegError
 
     try:
         run_ablation(args.out, args.backbone, args.data, args.iterations, args.label_fraction, args.encoder,
-                     args.n_tiles, args.tile_size, args.seed, channels=args.channels)
+                     args.n_tiles, args.tile_size, args.seed, channels=args.channels, device=args.device)
     except LiversegError as err:
         print(f"error: {err}")
         return 2
