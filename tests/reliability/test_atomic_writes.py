@@ -250,8 +250,6 @@ NON_ATOMIC = {
 }
 SAVE_IMAGE = {"SaveImaged", "monai.transforms.SaveImaged"}
 ATOMIC_IMAGE_WRITERS = {"liverseg_monai.io.writers.AtomicNibabelWriter"}
-# bundles whose configs other engineers own: known non-atomic checkpoint savers, reported on issue 10
-KNOWN_NON_ATOMIC = {"liver_steatosis_maskrcnn/configs/train.json", "pathology_dino_pretraining/configs/train.json"}
 
 
 def _config_files() -> list[str]:
@@ -259,9 +257,7 @@ def _config_files() -> list[str]:
                   if p.name != "metadata.json")
 
 
-@pytest.mark.parametrize("config", [
-    pytest.param(c, marks=pytest.mark.xfail(strict=True, reason="non-atomic CheckpointSaver; owned elsewhere"))
-    if c in KNOWN_NON_ATOMIC else c for c in _config_files()])
+@pytest.mark.parametrize("config", _config_files())
 def test_bundle_configs_use_atomic_savers(config):
     problems = []
     for node in _targets(json.loads((REPO / "bundles" / config).read_text()), []):
