@@ -114,10 +114,13 @@ def scenario_ct_liver(work: str | Path, shape=(512, 512, 128), device: str = "cp
     with torch.no_grad(), autocast(device, amp):  # warm-up (kernel selection), outside both timings
         net(torch.zeros(bs, channels, *size, device=device))
     calls = _count_calls(net)
+    pre, steps = _instrument(parser, device)
+    net_timer = _NetTimer(net, device)
     rss_before = peak_rss_mb()
     t_e2e, _ = timed(lambda: run_config(parser), device)
     rss_e2e = peak_rss_mb()
     e2e_calls = calls[0]
+    breakdown = _breakdown(t_e2e, pre, {"FlexibleUNet": net_timer}, steps)
     # forward passes alone: the same preprocessed volume, its axial slices in SliceInferer's batches
     image = parser.get_parsed_content("preprocessing")({"image": str(data / "ct.nii.gz")})["image"]
     slices = torch.as_tensor(image).as_subclass(torch.Tensor).permute(3, 0, 1, 2).contiguous().to(device)
@@ -136,7 +139,7 @@ def scenario_ct_liver(work: str | Path, shape=(512, 512, 128), device: str = "cp
         "weights": f"random init (seed {seed})", "device": device, "amp": amp, "channels_last": channels_last,
         "config_overrides": overrides or {}, "end_to_end_s": t_e2e, "forward_only_s": t_fwd, "ratio": t_e2e / t_fwd, "goal_ratio_max": 1.25,
         "forward_calls_end_to_end": e2e_calls, "forward_calls_forward_only": calls[0],
-        "slices": int(slices.shape[0]), "slice_size": size, "sw_batch_size": bs,
+        "slices": int(slices.shape[0]), "slice_size": size, "sw_batch_size": bs, "breakdown_s": breakdown,
         "peak_rss_mb": rss_e2e, "rss_before_run_mb": rss_before, "goal_peak_rss_mb_max": 3072,
         **_output_geometry(out_dir, data / "ct.nii.gz"),
     }
@@ -155,6 +158,51 @@ class _Timed:
         self.seconds += time.perf_counter() - t
         self.calls += 1
         return out
+
+
+class _NetTimer:
+    """Forward hooks adding up the seconds spent inside a network's forward passes."""
+
+    def __init__(self, module: torch.nn.Module, device: str):
+        self.device, self.seconds, self._t = device, 0.0, 0.0
+        module.register_forward_pre_hook(self._start)
+        module.register_forward_hook(self._stop)
+
+    def _start(self, *_):
+        sync(self.device)
+        self._t = time.perf_counter()
+
+    def _stop(self, *_):
+        sync(self.device)
+        self.seconds += time.perf_counter() - self._t
+
+
+def _instrument(parser, device: str) -> tuple[_Timed, list[tuple[str, _Timed]]]:
+    """Time the dataset's preprocessing and each post-processing transform of a parsed bundle config.
+
+    The ``Invertd`` transforms keep the original preprocessing ``Compose`` (only the dataset's
+    reference is wrapped), so inversion is unaffected.
+    """
+    dataset = parser.get_parsed_content("dataset")
+    pre = _Timed(dataset.transform, device)
+    dataset.transform = pre
+    post = parser.get_parsed_content("postprocessing")
+    steps = [(type(t).__name__, _Timed(t, device)) for t in post.transforms]
+    post.transforms = tuple(timer for _, timer in steps)
+    return pre, steps
+
+
+def _breakdown(total: float, pre: _Timed, nets: dict[str, _NetTimer], steps: list[tuple[str, _Timed]]) -> dict:
+    """Seconds per part of an end-to-end run; ``other`` is the rest (inferer, engine, handlers)."""
+    out = {"preprocessing (load, orient, resample/resize, window)": pre.seconds}
+    out.update({f"network: {name}": timer.seconds for name, timer in nets.items()})
+    for name, timer in steps:
+        key = f"post: {name}"
+        while key in out:
+            key += "'"
+        out[key] = timer.seconds
+    out["other (inferer, engine, handlers)"] = total - sum(out.values())
+    return out
 
 
 def _labels_on_grid(data: Path, spacing) -> torch.Tensor:
@@ -181,19 +229,24 @@ def scenario_ct_tumor(work: str | Path, shape=(512, 512, 128), device: str = "cp
     parser = bundle_parser(root, ["inference.json"], {"dataset_dir": str(data), "output_dir": str(out_dir),
                                                       **_device_overrides(device, amp)})
     segmenter = parser.get_parsed_content("network")
-    post = parser.get_parsed_content("postprocessing")
     refine = parser.get_parsed_content("refine")
-    timed_refine = _Timed(refine, device)
-    post.transforms = tuple(timed_refine if t is refine else t for t in post.transforms)
+    pre, steps = _instrument(parser, device)
+    timed_refine = next(timer for _, timer in steps if timer.transform is refine)
     liver_net, tumor_net = segmenter.liver_net.eval(), segmenter.tumor_net.eval()
     liver_in = torch.zeros(1, 1, *segmenter.liver_size, device=device)
     tumor_in = torch.zeros(1, 1, *segmenter.tumor_size, device=device)
     with torch.no_grad(), autocast(device, amp):  # warm-up
         liver_net(liver_in), tumor_net(tumor_in)
     liver_calls, tumor_calls = _count_calls(liver_net), _count_calls(tumor_net)
+    nets = {"stage 1 (liver)": _NetTimer(liver_net, device), "stage 2 (tumour)": _NetTimer(tumor_net, device)}
+    whole = _NetTimer(segmenter, device)
     rss_before = peak_rss_mb()
     t_e2e, _ = timed(lambda: run_config(parser), device)
     rss_e2e = peak_rss_mb()
+    breakdown = _breakdown(t_e2e, pre, nets, steps)
+    glue = whole.seconds - sum(t.seconds for t in nets.values())
+    breakdown["two-stage glue (window, resize, softmax, liver clean-up, crop)"] = glue
+    breakdown["other (inferer, engine, handlers)"] -= glue
     stage_calls = [liver_calls[0], tumor_calls[0]]
 
     # the pipeline's output: how much tumour the random networks predicted (drives the contour cost)
@@ -232,7 +285,7 @@ def scenario_ct_tumor(work: str | Path, shape=(512, 512, 128), device: str = "cp
         "bundle": "liver_tumor_ct_segresnetvae", "config": "configs/inference.json", "shape": list(shape),
         "working_grid": list(image.shape[1:]), "weights": f"random init (seed {seed})", "device": device, "amp": amp,
         "end_to_end_s": t_e2e, "forward_only_s": t_fwd, "ratio": t_e2e / t_fwd, "goal_ratio_max": 1.25,
-        "stage_calls_end_to_end": stage_calls, "predicted_tumor_voxels": pred_tumor_voxels,
+        "stage_calls_end_to_end": stage_calls, "breakdown_s": breakdown, "predicted_tumor_voxels": pred_tumor_voxels,
         "active_contour_s_in_run": timed_refine.seconds, "active_contour_share_in_run": timed_refine.seconds / t_e2e,
         "active_contour_s_realistic": t_ac_real, "realistic_lesions": n_lesions,
         "realistic_lesion_voxels": int((np.asarray(labels[0]) == 2).sum()),

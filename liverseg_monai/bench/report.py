@@ -62,6 +62,9 @@ def _ct(scen: dict) -> list[str]:
                      f"{_f(r['ratio'])}{_goal(r['ratio'] <= r['goal_ratio_max'])} | "
                      f"{_f(r['peak_rss_mb'], 0)}{_goal(r['peak_rss_mb'] <= r['goal_peak_rss_mb_max'])} | {ac} |")
         notes.append(f"`{name}`: {_run_line(r)}; output geometry kept: {r.get('geometry_kept')}.")
+        if r.get("breakdown_s"):
+            notes.append(f"`{name}` end-to-end seconds by part: "
+                         + ", ".join(f"{k} {v:.2f}" for k, v in r["breakdown_s"].items()) + ".")
     return lines + [""] + [f"- {n}" for n in notes] + [""]
 
 
