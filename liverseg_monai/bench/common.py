@@ -43,6 +43,26 @@ def timed(fn: Callable[[], object], device: str | torch.device = "cpu") -> tuple
     return time.perf_counter() - t, out
 
 
+class NetTimer:
+    """Forward hooks adding up the seconds spent inside a network's forward passes."""
+
+    def __init__(self, module: torch.nn.Module, device: str):
+        self.device, self.seconds, self._t = device, 0.0, 0.0
+        self._handles = [module.register_forward_pre_hook(self._start), module.register_forward_hook(self._stop)]
+
+    def remove(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+
+    def _start(self, *_):
+        sync(self.device)
+        self._t = time.perf_counter()
+
+    def _stop(self, *_):
+        sync(self.device)
+        self.seconds += time.perf_counter() - self._t
+
+
 @contextmanager
 def autocast(device: str | torch.device, enabled: bool):
     """``torch.autocast`` on CUDA when ``enabled`` (AMP rows); nothing otherwise."""
