@@ -215,6 +215,39 @@ def collapse_metrics(teacher_probs: torch.Tensor, student_log_probs: Sequence[to
     return {"teacher_entropy": float(entropy.mean()), "teacher_student_kl": kl / max(n, 1)}
 
 
+@torch.no_grad()
+def sinkhorn_knopp(scores: torch.Tensor, temperature: float, iterations: int = 3) -> torch.Tensor:
+    """DINOv2's teacher targets: ``exp(scores / temperature)`` alternately normalised over prototypes and
+    over the (global, all-reduced across processes) batch, so each of the ``K`` prototypes receives
+    ``1 / K`` of the batch's mass and each sample's row sums to 1.
+
+    Args:
+        scores: ``(B, K)`` teacher logits.
+        temperature: teacher temperature.
+        iterations: normalisation rounds.
+    """
+    distributed = dist.is_available() and dist.is_initialized()
+    scores = scores.float()
+    top = scores.max().clone()  # a shift common to all scores (and ranks) cancels in the normalisation
+    if distributed:
+        dist.all_reduce(top, op=dist.ReduceOp.MAX)
+    q = torch.exp((scores - top) / temperature).t()  # (K, B)
+    n_samples = torch.tensor(float(q.shape[1]), device=q.device)
+    total = q.sum()
+    if distributed:
+        dist.all_reduce(n_samples)
+        dist.all_reduce(total)
+    q = q / total
+    k = q.shape[0]
+    for _ in range(max(int(iterations), 1)):
+        rows = q.sum(dim=1, keepdim=True)
+        if distributed:
+            dist.all_reduce(rows)
+        q = q / rows / k
+        q = q / q.sum(dim=0, keepdim=True) / n_samples
+    return (q * n_samples).t()
+
+
 class DINOLoss(nn.Module):
     """The DINO loss with teacher centring and sharpening.
 
@@ -231,6 +264,10 @@ class DINOLoss(nn.Module):
         warmup_teacher_temp_epochs: epochs of linear warm-up of the teacher temperature (0 or 30 in DINO).
         student_temp: student temperature (0.1).
         center_momentum: EMA momentum ``m`` of the centre (0.9).
+        centering: ``"ema"`` (DINO: subtract the EMA centre, then sharpen) or ``"sinkhorn"`` (DINOv2's
+            Sinkhorn-Knopp normalisation of the sharpened teacher scores over the batch, which spreads
+            the batch evenly over the prototypes; the EMA centre is still tracked and saved).
+        sinkhorn_iterations: Sinkhorn-Knopp iterations (3 in DINOv2).
 
     Attributes:
         center: ``(1, K)`` buffer (saved in checkpoints with the loss's state dict).
@@ -247,8 +284,14 @@ class DINOLoss(nn.Module):
         warmup_teacher_temp_epochs: int = 0,
         student_temp: float = 0.1,
         center_momentum: float = 0.9,
+        centering: str = "ema",
+        sinkhorn_iterations: int = 3,
     ):
         super().__init__()
+        if centering not in ("ema", "sinkhorn"):
+            raise ValueError(f"centering must be 'ema' or 'sinkhorn', got {centering!r}")
+        self.centering = centering
+        self.sinkhorn_iterations = int(sinkhorn_iterations)
         self.n_global_crops = n_global_crops
         self.teacher_temp = teacher_temp
         self.warmup_teacher_temp = warmup_teacher_temp
@@ -266,7 +309,10 @@ class DINOLoss(nn.Module):
         return self.warmup_teacher_temp + frac * (self.teacher_temp - self.warmup_teacher_temp)
 
     def teacher_probs(self, teacher_output: torch.Tensor, epoch: float) -> torch.Tensor:
-        """Centred, sharpened teacher distribution ``softmax((T - c) / tau_t)`` (no gradient)."""
+        """Centred, sharpened teacher distribution (no gradient): ``softmax((T - c) / tau_t)``, or with
+        ``centering="sinkhorn"`` the Sinkhorn-Knopp normalisation of ``exp(T / tau_t)``."""
+        if self.centering == "sinkhorn":
+            return sinkhorn_knopp(teacher_output.detach(), self.teacher_temperature(epoch), self.sinkhorn_iterations)
         return F.softmax((teacher_output.detach() - self.center) / self.teacher_temperature(epoch), dim=-1)
 
     def forward(self, student_output: torch.Tensor, teacher_output: torch.Tensor, epoch: float = 0) -> torch.Tensor:

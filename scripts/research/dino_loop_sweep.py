@@ -58,6 +58,7 @@ cfg = dict(
     col=0.8,
     clip=3.0,
     seed=0,
+    cent="ema",
 )
 cfg.update(json.loads(sys.argv[1]) if len(sys.argv) > 1 else {})
 dev = "cuda" if torch.cuda.is_available() else "cpu"
@@ -94,7 +95,8 @@ student = MultiCropWrapper(
 student = student.to(dev)
 teacher = make_teacher(student)
 loss_fn = DINOLoss(
-    cfg["out_dim"], teacher_temp=cfg["tt"], warmup_teacher_temp=cfg["tt"], center_momentum=cfg["cm"]
+    cfg["out_dim"], teacher_temp=cfg["tt"], warmup_teacher_temp=cfg["tt"], center_momentum=cfg["cm"],
+    centering=cfg["cent"],
 ).to(dev)
 if cfg["opt"] == "sgd":
     opt = torch.optim.SGD(param_groups(student), lr=cfg["lr"], momentum=0.9)

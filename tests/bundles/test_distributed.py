@@ -121,7 +121,7 @@ class Case:
 CASES = [
     Case("liver_tumor_ct_segresnetvae", "train_liver", ("@network",), "models/model_liver.pt",
          synth={"prepare": {"kind": "hcc-tace", "options": {"val_fraction": 0.4}}}),
-    Case("liver_tumor_ct_segresnetvae", "stage2_tumor", ("@network",), "models/model_tumor.pt",
+    Case("liver_tumor_ct_segresnetvae", "train_tumor", ("@network",), "models/model_tumor.pt",
          synth={"prepare": {"kind": "hcc-tace", "options": {"val_fraction": 0.4}}}),
     Case("pathology_dino_pretraining", "train", ("@network", "@teacher"), "models/backbone.pt",
          overrides={"max_epochs": 1, "batch_size": 2}),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -226,3 +227,34 @@ def test_resnet_backbone_embeddings():
     assert "fc.weight" not in net.state_dict() and "layer1.0.conv1.weight" in net.state_dict()
     with pytest.raises(ValueError, match="unknown ResNet"):
         resnet_backbone("vit_b_16")
+
+
+def test_sinkhorn_knopp_balances_prototypes_and_matches_a_hand_computation():
+    from liverseg_monai.ssl.dino import sinkhorn_knopp
+
+    scores = torch.tensor([[0.2, 0.1, -0.3], [0.0, 0.4, 0.1], [0.3, -0.2, 0.2], [-0.1, 0.0, 0.5]])
+    tau = 0.1
+    # by hand: Q = exp(S / tau)^T normalised to total 1, then 3 x (rows -> 1/K, columns -> 1/B), times B
+    q = np.exp(scores.numpy().astype(np.float64) / tau).T
+    q /= q.sum()
+    for _ in range(3):
+        q /= q.sum(axis=1, keepdims=True) * 3
+        q /= q.sum(axis=0, keepdims=True) * 4
+    expected = (q * 4).T
+    out = sinkhorn_knopp(scores, tau, 3)
+    np.testing.assert_allclose(out.numpy(), expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(out.sum(1).numpy(), 1.0, atol=1e-6)  # each sample a distribution
+    # with enough iterations every prototype receives B / K of the batch's mass
+    assert float((sinkhorn_knopp(scores, tau, 50).sum(0) - 4 / 3).abs().max()) < 1e-3
+
+
+def test_dino_loss_sinkhorn_centering_runs_and_rejects_unknown_modes():
+    from liverseg_monai.ssl.dino import DINOLoss
+
+    torch.manual_seed(0)
+    loss = DINOLoss(16, centering="sinkhorn")
+    value = loss(torch.randn(8, 16), torch.randn(4, 16))
+    assert torch.isfinite(value) and value > 0
+    assert "teacher_entropy" in loss.last_stats
+    with pytest.raises(ValueError, match="centering"):
+        DINOLoss(16, centering="median")
