@@ -141,6 +141,7 @@ def scenario_ct_liver(work: str | Path, shape=(512, 512, 128), device: str = "cp
         "config_overrides": overrides or {}, "end_to_end_s": t_e2e, "forward_only_s": t_fwd, "ratio": t_e2e / t_fwd, "goal_ratio_max": 1.25,
         "forward_calls_end_to_end": e2e_calls, "forward_calls_forward_only": calls[0],
         "slices": int(slices.shape[0]), "slice_size": size, "sw_batch_size": bs, "breakdown_s": breakdown,
+        "network_in_run_s": net_timer.seconds, "ratio_to_network_in_run": t_e2e / net_timer.seconds,
         "peak_rss_mb": rss_e2e, "rss_before_run_mb": rss_before, "goal_peak_rss_mb_max": 3072,
         **_output_geometry(out_dir, data / "ct.nii.gz"),
     }
