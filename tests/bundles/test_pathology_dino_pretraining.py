@@ -46,7 +46,7 @@ TRAIN_OVERRIDES = {
     run=False,
     reason="known failure (issue 5 open): at a CI-sized budget (ResNet-18, hundreds of steps) DINO features do not "
     "clearly beat a random encoder at k-NN on synthetic tiles (0.402 vs 0.442 balanced accuracy here; at most about "
-    "+0.07 over 62 settings swept in scripts/research, see the model card); "
+    "+0.07 over 64 settings swept in scripts/research, see the model card); "
     "run it with `pytest --runxfail -m slow tests/bundles/test_pathology_dino_pretraining.py`",
 )
 def test_dino_learns_tissue_features_without_collapse(tmp_path):
