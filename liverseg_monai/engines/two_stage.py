@@ -24,6 +24,7 @@ from monai.utils import CommonKeys
 from torch import nn
 
 from liverseg_monai.transforms.crop import bounding_box, paste_box
+from liverseg_monai.transforms.discrete import channel_argmax
 
 logger = logging.getLogger(__name__)
 
@@ -89,7 +90,7 @@ class TwoStageSegmenter(nn.Module):
         x = resize(window(image, *self.liver_window), self.liver_size)
         prob = torch.softmax(self.liver_net(x).float(), dim=1)
         prob = resize(prob, image.shape[2:])
-        liver = prob.argmax(dim=1, keepdim=True)[0]  # (1, X, Y, Z)
+        liver = channel_argmax(prob, dim=1, dtype=torch.int64)[0]  # (1, X, Y, Z)
         if self.liver_postprocessing is not None:
             liver = torch.as_tensor(self.liver_postprocessing(liver))
         return liver[0].as_subclass(torch.Tensor) > 0
@@ -103,7 +104,7 @@ class TwoStageSegmenter(nn.Module):
         x = resize(window(crop, *self.tumor_window), self.tumor_size)
         prob = torch.softmax(self.tumor_net(x).float(), dim=1)
         prob = resize(prob, crop.shape[2:])
-        return prob.argmax(dim=1)[0], box
+        return channel_argmax(prob, dim=1, keepdim=False, dtype=torch.int64)[0], box
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         out = torch.zeros_like(image[:, :1], dtype=torch.float32)  # keeps a MetaTensor's metadata for Invertd
