@@ -46,6 +46,7 @@ def test_learns_synthetic_tiles_resumes_and_scores_held_out(tmp_path):
     run_stage({"name": "evaluate", "config": ["inference.json", "evaluate.json"], "output_dir": "eval",
                "overrides": {**NET, "datalist": HELD_OUT}}, root, data, tmp_path)
     summary = json.loads((tmp_path / "eval" / "summary.json").read_text())
+    print(f"held-out mIoU {summary['mean_iou']:.3f}; per class " + json.dumps(summary["per_class"]))
     assert summary["n_cases"] == 12
     assert summary["mean_iou"] >= 0.70, summary
     assert set(summary["per_class"]) == {"background", "parenchyma", "portal_tract", "vessel", "bile_duct",
