@@ -684,13 +684,10 @@ def run_slide_instances(
     """
     from liverseg_monai.engines.handlers import write_table
     from liverseg_monai.io.slide import open_slide
+    from liverseg_monai.networks.weights import load_module_weights
 
     if checkpoint is not None:
-        try:
-            state = torch.load(checkpoint, map_location="cpu", weights_only=True)
-        except (OSError, RuntimeError, ValueError) as err:
-            raise InputError(checkpoint, f"cannot load the network weights ({err})") from None
-        network.load_state_dict(state)
+        load_module_weights(network, checkpoint, "train.json")
     paths = [item["image"] if isinstance(item, Mapping) else item for item in slides]
     for path in paths:  # fail fast on files that are not slides or lack the mpp
         with open_slide(path, mpp=kwargs.get("mpp")):

@@ -611,13 +611,9 @@ def run_slide_inference(
     import json
 
     if checkpoint is not None:
-        from liverseg_monai.errors import InputError
+        from liverseg_monai.networks.weights import load_module_weights
 
-        try:
-            state = torch.load(checkpoint, map_location="cpu", weights_only=True)
-        except (OSError, RuntimeError, ValueError) as err:
-            raise InputError(checkpoint, f"cannot load the network weights ({err})") from None
-        network.load_state_dict(state)
+        load_module_weights(network, checkpoint, "train.json")
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     predict = as_predictor(network, device, inferer=inferer, mean=mean, std=std)

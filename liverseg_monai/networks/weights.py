@@ -275,3 +275,24 @@ def load_encoder_weights(
             logger.warning("%s: %s %s", path, name.replace("_", " "), getattr(report, name))
     logger.info("%s: %s", path, report)
     return report
+
+
+def load_module_weights(module: nn.Module, path: str | os.PathLike, stage: str = "training") -> nn.Module:
+    """Load a plain state dict (``weights_only``) into ``module``; problems raise :class:`InputError` naming the file.
+
+    ``stage`` names what writes the file, for the message when it is missing (``train.json``,
+    ``train_autoencoder.json``, ...).
+    """
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise InputError(path, f"missing: run the {stage} stage first") from None
+    except Exception as err:  # noqa: BLE001 - any unreadable checkpoint is an input problem
+        raise InputError(path, f"not a readable PyTorch state dict ({err.__class__.__name__}: {err})") from None
+    if not isinstance(state, dict):
+        raise InputError(path, f"holds a {type(state).__name__}, expected a state dict")
+    try:
+        module.load_state_dict(state)
+    except (RuntimeError, TypeError, AttributeError) as err:
+        raise InputError(path, f"does not fit the network of this config ({str(err).splitlines()[0]})") from None
+    return module
