@@ -13,6 +13,7 @@ from liverseg_monai.transforms.clump_splitting import (
     read_rgb,
     segment_droplets,
 )
+from tests.inferers.test_instances import component_net
 
 
 def _tile(size=64):
@@ -93,19 +94,6 @@ def test_slide_that_is_not_a_slide(tmp_path):
 
 
 # ------------------------------------------------------------------------------ whole slides
-def _white_components(batch):
-    """A stand-in instance network: connected white components, score 0.8."""
-    import torch
-    from scipy import ndimage as ndi
-
-    out = torch.zeros(batch.shape[0], 2, *batch.shape[-2:])
-    for b, img in enumerate(batch):
-        lab, _ = ndi.label(img.mean(0).numpy() > 0.95)
-        out[b, 0] = torch.from_numpy(lab.astype(np.float32))
-        out[b, 1] = torch.from_numpy((lab > 0) * 0.8)
-    return out
-
-
 def _slide(path, tissue=True, mpp=0.5, shape=(320, 384)):
     from liverseg_monai.io.slide import write_pyramid
 
@@ -122,7 +110,7 @@ def test_truncated_slide_names_file_and_writes_nothing(tmp_path):
     bad = tmp_path / "cut.tif"
     bad.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
     with pytest.raises(InputError, match="cut.tif"):
-        infer_slide_instances(bad, _white_components, tmp_path / "out", tile=64, overlap=16)
+        infer_slide_instances(bad, component_net, tmp_path / "out", tile=64, overlap=16)
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
 
 
@@ -131,7 +119,7 @@ def test_slide_without_tissue_is_an_empty_result_with_a_warning(tmp_path):
 
     glass = _slide(tmp_path / "glass.tif", tissue=False)
     with pytest.warns(UserWarning, match="no tissue"):
-        summary = infer_slide_instances(glass, _white_components, tmp_path / "out", tile=64, overlap=16)
+        summary = infer_slide_instances(glass, component_net, tmp_path / "out", tile=64, overlap=16)
     assert summary["n_droplets"] == 0 and summary["n_tissue_tiles"] == 0
     assert summary["steatosis_fraction"] is None and "no tissue" in summary["warning"]
     lab = tifffile.imread(tmp_path / "out" / "glass_instances.tif")
@@ -145,7 +133,7 @@ def test_slide_without_mpp_names_file(tmp_path):
     path = tmp_path / "nompp.tif"
     tifffile.imwrite(path, np.full((64, 64, 3), 200, np.uint8), photometric="rgb")
     with pytest.raises(InputError, match="nompp.tif.*microns"):
-        infer_slide_instances(path, _white_components, tmp_path / "out")
+        infer_slide_instances(path, component_net, tmp_path / "out")
     assert not (tmp_path / "out").exists()
 
 
@@ -155,7 +143,7 @@ def test_bad_slide_in_a_list_stops_before_any_output(tmp_path):
     good = _slide(tmp_path / "good.tif")
     (tmp_path / "notes.tif").write_text("II* this is text, not a TIFF")
     with pytest.raises(InputError, match="notes.tif"):
-        run_slide_instances(_white_components, [{"image": good}, {"image": tmp_path / "notes.tif"}], tmp_path / "out",
+        run_slide_instances(component_net, [{"image": good}, {"image": tmp_path / "notes.tif"}], tmp_path / "out",
                             tile=64, overlap=16)
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
 
@@ -170,5 +158,5 @@ def test_failure_while_writing_leaves_no_partial_output(tmp_path, monkeypatch):
 
     monkeypatch.setattr(instances, "_thumbnail_overlay", fail)  # after the label TIFF and the table
     with pytest.raises(OSError, match="disk full"):
-        infer_slide_instances(good, _white_components, tmp_path / "out", tile=64, overlap=16)
+        infer_slide_instances(good, component_net, tmp_path / "out", tile=64, overlap=16)
     assert list((tmp_path / "out").iterdir()) == []
