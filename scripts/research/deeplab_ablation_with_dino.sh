@@ -1,7 +1,7 @@
 #!/bin/bash
 # DINO pretraining through the bundle (resnet18, small-scale settings), then the DeepLab ablation with 3 seeds.
 set -e
-# usage (repo root, GPU machine or CPU with --device cpu edited): OUT=results_dir bash scripts/research/deeplab_ablation_with_dino.sh
+# usage (repo root): OUT=results_dir [DEVICE=cpu] bash scripts/research/deeplab_ablation_with_dino.sh
 OUT=${OUT:-/tmp/ablation_out}; mkdir -p $OUT
 export PYTHONUNBUFFERED=1
 W=/tmp/abl; mkdir -p $W
@@ -19,7 +19,7 @@ python3 -m monai.bundle run --config_file configs/train.json --bundle_root . --d
 cd -
 ls -la $W/dino/models
 for s in 0 1 2; do
-  python3 -m liverseg_monai.engines.ablation_deeplab --out $W/abl_s$s --backbone $W/dino/models/backbone.pt --seed $s --device cuda > $OUT/ablation_s$s.md 2>&1 &
+  python3 -m liverseg_monai.engines.ablation_deeplab --out $W/abl_s$s --backbone $W/dino/models/backbone.pt --seed $s --device ${DEVICE:-cuda} > $OUT/ablation_s$s.md 2>&1 &
 done
 wait
 for s in 0 1 2; do echo "== seed $s"; tail -12 $OUT/ablation_s$s.md; cp $W/abl_s$s/ablation.json $OUT/ablation_s$s.json; done
