@@ -83,3 +83,38 @@ def test_seg_vae_loss_adds_the_terms():
     assert total.item() == pytest.approx(expected.item(), rel=1e-5)
     # plain logits and a plain label: just the segmentation loss (the validation path)
     assert SegVAELoss(seg_loss)(lg, label).item() == pytest.approx(seg_loss(lg, label).item())
+
+
+def test_weight_is_off_then_ramps_up_then_full():
+    import math
+
+    loss = ClinicalTumorFractionLoss(weight=0.1, start_epoch=5, rampup_epochs=4)
+    lg, liver = logits_with_fraction(0.3), torch.ones(1, 1, 10, 10, 10)
+    prior, std = torch.tensor([0.1]), torch.tensor([0.05])
+    full = 0.1 * ((0.3 - 0.1) / 0.05) ** 2 / 2
+    expected = {0: 0.0, 4: 0.0, 5: 0.1 * math.exp(-5), 7: 0.1 * math.exp(-5 * 0.25), 9: 0.1, 30: 0.1}
+    for epoch, weight in expected.items():
+        loss.set_epoch(epoch)
+        assert loss.current_weight() == pytest.approx(weight)
+        assert loss(lg, liver, prior, std).item() == pytest.approx(full * weight / 0.1, rel=1e-2, abs=1e-9)
+    assert ClinicalTumorFractionLoss(weight=0.1).current_weight() == 0.1  # no schedule: full weight at once
+
+
+def test_attach_rampup_follows_the_trainer_epoch_also_after_a_resume():
+    from ignite.engine import Engine, Events
+
+    from liverseg_monai.losses.weak_supervision import attach_rampup
+
+    loss = ClinicalTumorFractionLoss(weight=1.0, start_epoch=2, rampup_epochs=2)
+    seen = []
+    engine = Engine(lambda e, b: seen.append((e.state.epoch, loss.epoch, loss.current_weight())))
+    attach_rampup(engine, loss)
+    attach_rampup(engine, None)  # stage 1 has no weak term: nothing attached, no error
+    engine.run([0], max_epochs=3)
+    assert [(e, w) for e, w, _ in seen] == [(1, 0.0), (2, 1.0), (3, 2.0)]
+    assert [c for *_, c in seen][:2] == [0.0, 0.0]
+    # a resumed run (state restored at epoch 3) continues the schedule where it stopped
+    loss.set_epoch(0)
+    engine.state.max_epochs = 5
+    engine.run([0], max_epochs=5)
+    assert [w for _, w, _ in seen[-2:]] == [3.0, 4.0] and seen[-1][2] == pytest.approx(1.0)
