@@ -46,6 +46,9 @@ def test_ablation_switches():
     on = _parse(("train.json", "train_tumor.json")).get_parsed_content("loss")
     off = _parse(("train.json", "train_tumor.json"), **{"weak_supervision#weight": 0.0}).get_parsed_content("loss")
     assert on.weak_loss.weight == 0.1 and off.weak_loss.weight == 0.0
+    # the clinical term waits for a quarter of the epochs, ramps up over the next quarter, sigma >= 0.05
+    sched = _parse(("train.json", "train_tumor.json"), max_epochs=40).get_parsed_content("loss").weak_loss
+    assert (sched.start_epoch, sched.rampup_epochs, sched.min_std) == (10, 10, 0.05)
     assert _parse(("train.json",)).get_parsed_content("loss").weak_loss is None  # stage 1 has no weak term
     assert _parse().get_parsed_content("refine").enabled is True
     assert _parse(**{"active_contour#enabled": False}).get_parsed_content("refine").enabled is False
