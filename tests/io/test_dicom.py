@@ -81,6 +81,40 @@ def test_signed_and_unsigned_storage_give_the_same_hu(tmp_path):
     np.testing.assert_array_equal(a, hu)
 
 
+def _transcode(src: Path, dst: Path, syntax: str) -> None:
+    """Copy a series with its pixel data compressed as PACS exports and other tools write it."""
+    import imagecodecs
+    from pydicom.encaps import encapsulate
+    from pydicom.uid import JPEG2000Lossless, JPEGLosslessSV1, JPEGLSLossless, RLELossless
+
+    dst.mkdir(parents=True)
+    for f in sorted(src.iterdir()):
+        ds = pydicom.dcmread(f)
+        if syntax in ("rle", "jpeg-ls"):
+            ds.compress(RLELossless if syntax == "rle" else JPEGLSLossless)
+        else:  # encoders pydicom lacks: imagecodecs writes the codestream, pydicom the encapsulation
+            stored = ds.pixel_array
+            raw = stored.view(np.uint16) if stored.dtype == np.int16 else stored
+            frame = imagecodecs.jpeg2k_encode(stored, level=0) if syntax == "jpeg2000" else imagecodecs.ljpeg_encode(raw)
+            ds.PixelData = encapsulate([frame])
+            ds["PixelData"].VR = "OB"
+            ds.file_meta.TransferSyntaxUID = JPEG2000Lossless if syntax == "jpeg2000" else JPEGLosslessSV1
+        ds.save_as(dst / f.name, enforce_file_format=True)
+
+
+@pytest.mark.parametrize("syntax", ["rle", "jpeg-ls", "jpeg2000", "jpeg-lossless"])
+def test_compressed_series_read_like_the_uncompressed_one(tmp_path, syntax):
+    """JPEG Lossless (process 14, SV1) is what many scanners and PACS exports use for CT; pydicom
+    decodes it only with a plugin (python-gdcm, a dependency)."""
+    hu, _ = write_random_series(tmp_path / "plain", "LPS")
+    _transcode(tmp_path / "plain", tmp_path / syntax, syntax)
+    assert pydicom.dcmread(next((tmp_path / syntax).iterdir())).file_meta.TransferSyntaxUID.is_compressed
+    a, aff_a, _ = read_series(tmp_path / syntax)
+    b, aff_b, _ = read_series(tmp_path / "plain")
+    np.testing.assert_array_equal(a, b)
+    np.testing.assert_allclose(aff_a, aff_b)
+
+
 def test_file_name_order_does_not_matter(tmp_path):
     write_random_series(tmp_path / "shuffled", "LPS", shuffle=True)
     write_random_series(tmp_path / "ordered", "LPS", shuffle=False)
