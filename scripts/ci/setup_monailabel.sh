@@ -75,7 +75,7 @@ fi
 $PIP --upgrade pip
 $PIP --no-deps monailabel==0.8.5
 $PIP "numpy<2" $TORCH_PINS "monai[nibabel,skimage,pillow,ignite,tensorboard,itk,fire,tqdm,psutil]>=1.6,<1.7" \
-    pydicom==2.4.4 dicomweb-client==0.59.1 pynetdicom==2.0.2 pydicom-seg pynrrd numpymaxflow \
+    pydicom==2.4.4 dicomweb-client==0.59.1 pynetdicom==2.0.2 pydicom-seg python-gdcm pynrrd numpymaxflow \
     "uvicorn>=0.29" "pydantic>=2.7" "pydantic-settings>=2.2.1" python-dotenv "fastapi>=0.110.2" python-multipart \
     httpx schedule timeloop expiringdict expiring_dict cachetools watchdog girder-client einops filelock \
     passlib pyjwt bcrypt shapely requests requests-toolbelt urllib3 scikit-learn google-auth \
