@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 
+import numpy as np
 from monai.data import ITKReader, NibabelReader
 from monai.data.image_reader import ImageReader
 
@@ -35,6 +36,33 @@ def check_nifti_header(path: str) -> None:
     pixdim = [float(v) for v in header["pixdim"][1:4]]
     if int(header["sform_code"]) == 0 and any(not v > 0 for v in pixdim):
         raise InputError(path, f"invalid voxel spacing in the header: pixdim {pixdim} (zero or negative)")
+    check_qform_sform(path, header)
+
+
+def check_qform_sform(path: str, header) -> None:
+    """Raise when a NIfTI header's qform and sform are both set and place the voxels differently.
+
+    Tools disagree on which one wins (nibabel and FSL read the sform, ITK the qform, MONAI's
+    ``NibabelReader`` whichever agrees with ``pixdim``), so such a file has no single geometry: a mask
+    computed with one and viewed with the other is misplaced, or the network sees the volume flipped.
+    Differences within float precision (1e-3 mm per voxel axis, 0.01 mm in the origin) are accepted.
+    """
+    import nibabel as nib
+
+    if int(header["sform_code"]) <= 0 or int(header["qform_code"]) <= 0:
+        return
+    q, s = header.get_qform(), header.get_sform()
+    if np.allclose(q[:3, :3], s[:3, :3], atol=1e-3) and np.allclose(q[:3, 3], s[:3, 3], atol=1e-2):
+        return
+
+    def describe(a):
+        spacing = np.sqrt((a[:3, :3] ** 2).sum(0))
+        return (f"{''.join(nib.aff2axcodes(a))}, spacing {np.round(spacing, 4).tolist()}, "
+                f"origin {np.round(a[:3, 3], 2).tolist()}")
+
+    raise InputError(path, f"the header's qform ({describe(q)}) and sform ({describe(s)}) disagree, so the "
+                           "volume has no single geometry; rewrite the header with the one that is right "
+                           "(e.g. nibabel: img.set_qform(img.get_sform()) or img.set_sform(img.get_qform()))")
 
 
 def _one(data) -> str:

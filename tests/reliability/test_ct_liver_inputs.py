@@ -32,6 +32,14 @@ def _zero_spacing(path):
     return path.name
 
 
+def _forms(path, qform, sform):
+    img = nib.Nifti1Image(_ct(), None)
+    img.set_qform(qform, code=1)
+    img.set_sform(sform, code=2)
+    nib.save(img, str(path))
+    return path.name
+
+
 def _ct(shape=(16, 16, 8)):
     return np.random.default_rng(0).normal(0, 200, shape).astype(np.int16)
 
@@ -68,6 +76,8 @@ def test_good_case_passes(tmp_path):
         (lambda p: _nii(p / "nan.nii.gz", np.full((8, 8, 8), np.nan, np.float32)), "NaN"),
         (lambda p: _zero_spacing(p / "zero_spacing.nii.gz"), "spacing"),
         (lambda p: _nii(p / "not_hu.nii.gz", np.full((8, 8, 8), 1e7, np.float32)), "Hounsfield"),
+        # nibabel would use the sform (RAS, 0.8 mm), ITK the qform (LPS, 1 mm): no single geometry
+        (lambda p: _forms(p / "forms_differ.nii.gz", np.diag([-1.0, -1.0, 1.0, 1.0]), np.diag([0.8, 0.8, 2.5, 1.0])), "qform .* and sform .* disagree"),
     ],
 )
 def test_bad_volumes(tmp_path, make, message):
@@ -75,6 +85,15 @@ def test_bad_volumes(tmp_path, make, message):
     with pytest.raises(InputError, match=message) as err:
         _load(tmp_path, {"image": name})
     assert name in str(err.value)
+
+
+def test_qform_and_sform_equal_up_to_float_precision_are_accepted(tmp_path):
+    sform = np.diag([-0.8, -0.8, 2.5, 1.0])
+    sform[:3, 3] = [120.0, 95.5, -300.25]
+    qform = sform.copy()
+    qform[:3, :3] += 1e-5  # what a float32 quaternion round trip leaves
+    out = _load(tmp_path, {"image": _forms(tmp_path / "forms_close.nii.gz", qform, sform)})
+    assert out["image"].shape[0] == 1
 
 
 def test_truncated_nifti(tmp_path):
