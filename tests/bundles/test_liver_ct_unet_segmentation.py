@@ -99,3 +99,42 @@ def test_dicom_series_input_keeps_the_series_geometry(tmp_path):
         out = nib.load(tmp_path / "infer" / f"{Path(case['image']).name}_seg.nii.gz")
         assert out.shape == tuple(shape)
         np.testing.assert_allclose(out.affine, affine, atol=1e-4)
+
+
+def test_nifti_header_variants_keep_the_input_shape_and_affine(tmp_path):
+    """NIfTI files as other converters write them (a trailing time axis of length 1, a qform-only oblique
+    header, int16 stored as scaled uint16, float64, slices on the first axis): the mask has exactly the
+    input's shape and affine (random weights: plumbing)."""
+    from scipy.spatial.transform import Rotation
+
+    data = tmp_path / "data"
+    data.mkdir()
+    ct = np.random.default_rng(0).normal(0, 200, (40, 36, 10)).astype(np.int16)
+    oblique = np.eye(4)
+    oblique[:3, :3] = Rotation.from_euler("xyz", [10, -5, 20], degrees=True).as_matrix() @ np.diag([0.7, 0.7, 3.0])
+    oblique[:3, 3] = [10, -20, 30]
+    qform_only = nib.Nifti1Image(ct, None)
+    qform_only.set_qform(oblique, code=1)
+    qform_only.set_sform(None, code=0)
+    scaled = nib.Nifti1Image((ct.astype(np.float32) + 1024).astype(np.uint16), np.diag([-0.8, -0.8, 2.5, 1]))
+    scaled.header.set_slope_inter(1.0, -1024.0)
+    slices_first = np.zeros((4, 4))
+    slices_first[0, 2], slices_first[1, 0], slices_first[2, 1], slices_first[3, 3] = 2.5, -0.8, 0.8, 1
+    images = {
+        "time_axis_of_one.nii.gz": nib.Nifti1Image(ct[..., None], np.diag([0.8, 0.8, 2.5, 1])),
+        "qform_only_oblique.nii.gz": qform_only,
+        "scaled_uint16.nii": scaled,
+        "float64_lpi.nii.gz": nib.Nifti1Image(ct.astype(np.float64), np.diag([-0.8, -0.8, -2.5, 1])),
+        "slices_first.nii.gz": nib.Nifti1Image(np.ascontiguousarray(ct.transpose(2, 0, 1)), slices_first),
+    }
+    for name, img in images.items():
+        nib.save(img, str(data / name))
+    (data / "dataset.json").write_text(json.dumps({"testing": [{"image": n} for n in images]}))
+    root = copy_bundle("liver_ct_unet_segmentation", tmp_path / "bundle")
+    torch.save(_parse("inference.json").get_parsed_content("network_def").state_dict(), root / "models" / "model.pt")
+    run_stage({"name": "infer", "config": ["inference.json"], "overrides": {"spatial_size": [32, 32]}}, root, data, tmp_path)
+    for name in images:
+        src = nib.load(data / name)
+        out = nib.load(tmp_path / "infer" / f"{name.split('.')[0]}_seg.nii.gz")
+        assert out.shape == src.shape, name
+        np.testing.assert_allclose(out.affine, src.affine, atol=1e-4, err_msg=name)
