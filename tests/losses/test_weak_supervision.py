@@ -101,7 +101,7 @@ def test_weight_is_off_then_ramps_up_then_full():
 
 
 def test_attach_rampup_follows_the_trainer_epoch_also_after_a_resume():
-    from ignite.engine import Engine, Events
+    from ignite.engine import Engine
 
     from liverseg_monai.losses.weak_supervision import attach_rampup
 
