@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from liverseg_monai.errors import InputError
+from liverseg_monai.io.rgb import read_label_map, read_rgb  # noqa: F401 (also this module's API)
 
 # gtruth_codes.tsv of the BCSS release
 BCSS_CODES: dict[int, str] = {
@@ -60,54 +61,6 @@ BCSS_INSTITUTE = re.compile(r"TCGA-([A-Z0-9]{2})-([A-Z0-9]{4})", re.IGNORECASE)
 BCSS_TEST_INSTITUTES = ("OL", "LL", "E2", "EW", "GM", "S3")  # the BCSS paper's held-out sites
 
 GLAS_NAME = re.compile(r"^(train|testA|testB)_(\d+)\.bmp$", re.IGNORECASE)
-
-
-def read_rgb(path: str | os.PathLike) -> np.ndarray:
-    """An image file as uint8 ``(H, W, 3)`` RGB (grey, palette and alpha images are converted; 16-bit scaled)."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as im:
-            im.load()
-            if im.mode in ("I;16", "I;16B", "I", "F"):
-                arr = np.asarray(im, dtype=np.float64)
-                top = arr.max() if arr.max() > 255 else 255.0
-                arr = np.clip(arr / max(top, 1) * 255.0, 0, 255).astype(np.uint8)
-                return np.repeat(arr[..., None], 3, axis=-1)
-            rgb = np.asarray(im.convert("RGB"), dtype=np.uint8)
-    except FileNotFoundError:
-        raise InputError(path, "missing") from None
-    except (UnidentifiedImageError, OSError, ValueError) as err:
-        raise InputError(path, f"not a readable image ({err})") from None
-    if rgb.ndim != 3 or rgb.shape[0] < 1 or rgb.shape[1] < 1:
-        raise InputError(path, f"empty image of shape {rgb.shape}")
-    return rgb
-
-
-def read_label_map(path: str | os.PathLike) -> np.ndarray:
-    """A label image as a 2D integer array (grey or palette indices; RGB only when all channels agree)."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as im:
-            im.load()
-            arr = np.asarray(im)
-    except FileNotFoundError:
-        raise InputError(path, "missing") from None
-    except (UnidentifiedImageError, OSError, ValueError) as err:
-        raise InputError(path, f"not a readable label image ({err})") from None
-    if arr.ndim == 3:
-        if arr.shape[-1] == 4:
-            arr = arr[..., :3]
-        if not (np.array_equal(arr[..., 0], arr[..., 1]) and np.array_equal(arr[..., 0], arr[..., 2])):
-            raise InputError(path, "label image has colours (RGB channels differ); expected one class code per pixel")
-        arr = arr[..., 0]
-    if arr.ndim != 2 or arr.size == 0:
-        raise InputError(path, f"expected a 2D label map, got shape {arr.shape}")
-    if arr.dtype.kind == "f":
-        if not np.all(np.isfinite(arr)) or np.any(arr != np.round(arr)):
-            raise InputError(path, "label map holds non-integer values")
-    return arr.astype(np.int64)
 
 
 def _stem(path: Path) -> str:

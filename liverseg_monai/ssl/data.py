@@ -2,7 +2,8 @@
 
 Tiles come from a dataset folder's ``dataset.json`` (``training`` items with an ``image``; a
 ``label`` is ignored for pretraining). Any PNG / JPEG / TIFF that Pillow or tifffile reads is accepted:
-grey-scale is repeated to RGB, an alpha channel is dropped, 16-bit images are scaled to 8 bits.
+grey-scale is repeated to RGB, transparent pixels are composited on white, 16-bit images are scaled to
+8 bits (:mod:`liverseg_monai.io.rgb`).
 Whole-slide images and large tiles are sampled as random patches (:class:`LoadRGBPatchd`).
 """
 
@@ -17,92 +18,8 @@ import torch
 from monai.data import MetaTensor
 from monai.transforms import MapTransform, Randomizable
 
-from liverseg_monai.errors import InputError
-
-TIFF_SUFFIXES = (".tif", ".tiff", ".svs", ".ome.tif", ".ome.tiff")
-
-
-def _to_uint8_rgb(arr: np.ndarray, path: Path) -> np.ndarray:
-    arr = np.asarray(arr)
-    if arr.ndim == 3 and arr.shape[0] in (1, 3, 4) and arr.shape[-1] not in (1, 3, 4):
-        arr = np.moveaxis(arr, 0, -1)  # channel-first TIFF
-    if arr.ndim == 2:
-        arr = arr[..., None]
-    if arr.ndim != 3 or arr.shape[-1] not in (1, 2, 3, 4):
-        raise InputError(path, f"expected a grey or RGB(A) image, got an array of shape {arr.shape}")
-    if arr.shape[-1] in (1, 2):  # grey (+ alpha)
-        arr = np.repeat(arr[..., :1], 3, axis=-1)
-    arr = arr[..., :3]
-    if arr.dtype == np.uint8:
-        return np.ascontiguousarray(arr)
-    if arr.dtype == bool:
-        return arr.astype(np.uint8) * 255
-    if np.issubdtype(arr.dtype, np.floating):
-        if not np.isfinite(arr).all():
-            raise InputError(path, "image contains NaN or infinite values")
-        scale = 255.0 if arr.max() <= 1.0 else 1.0
-        return np.clip(np.round(arr * scale), 0, 255).astype(np.uint8)
-    top = 65535.0 if arr.max() > 255 else 255.0  # 16-bit
-    return np.clip(np.round(arr.astype(np.float64) * 255.0 / top), 0, 255).astype(np.uint8)
-
-
-def read_rgb(path: str | os.PathLike, min_size: int = 8) -> np.ndarray:
-    """A tile as uint8 ``(H, W, 3)``.
-
-    Raises:
-        InputError: the file is missing, unreadable, not an image, or smaller than ``min_size`` pixels.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(path, "image file does not exist")
-    try:
-        if path.name.lower().endswith(TIFF_SUFFIXES):
-            import tifffile
-
-            with tifffile.TiffFile(path) as tif:
-                arr = tif.series[0].levels[0].asarray()
-        else:
-            from PIL import Image
-
-            with Image.open(path) as im:
-                im.load()
-                if im.mode in ("P", "PA", "CMYK", "YCbCr", "LAB", "HSV"):
-                    im = im.convert("RGBA" if "A" in im.mode or "transparency" in im.info else "RGB")
-                arr = np.asarray(im)
-    except InputError:
-        raise
-    except Exception as err:  # Pillow / tifffile raise many types on bad bytes
-        raise InputError(path, f"cannot read the image ({type(err).__name__}: {str(err)[:200]})") from None
-    rgb = _to_uint8_rgb(arr, path)
-    if min(rgb.shape[:2]) < min_size:
-        raise InputError(path, f"image is {rgb.shape[1]}x{rgb.shape[0]} pixels, smaller than {min_size}")
-    return rgb
-
-
-def read_label_map(path: str | os.PathLike, shape: tuple[int, int] | None = None) -> np.ndarray:
-    """A class-index label map ``(H, W)`` (grey PNG / TIFF); checked against the tile's ``shape``."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(path, "label file does not exist")
-    try:
-        if path.name.lower().endswith(TIFF_SUFFIXES):
-            import tifffile
-
-            arr = tifffile.imread(path)
-        else:
-            from PIL import Image
-
-            with Image.open(path) as im:
-                arr = np.asarray(im)
-    except Exception as err:
-        raise InputError(path, f"cannot read the label map ({type(err).__name__}: {str(err)[:200]})") from None
-    if arr.ndim == 3 and arr.shape[-1] in (3, 4) and np.all(arr[..., 0:1] == arr[..., 1:3]):
-        arr = arr[..., 0]  # grey stored as RGB
-    if arr.ndim != 2 or not np.issubdtype(arr.dtype, np.integer):
-        raise InputError(path, f"expected a 2D integer class map, got {arr.dtype} of shape {arr.shape}")
-    if shape is not None and tuple(arr.shape) != tuple(shape):
-        raise InputError(path, f"label map is {arr.shape[1]}x{arr.shape[0]} but its image is {shape[1]}x{shape[0]}")
-    return arr.astype(np.int64)
+from liverseg_monai.io.rgb import TIFF_SUFFIXES, read_label_map, read_rgb  # noqa: F401 (also this module's API)
+from liverseg_monai.io.rgb import to_uint8_rgb as _to_uint8_rgb
 
 
 class LoadRGBd(MapTransform):

@@ -43,6 +43,7 @@ from skimage.draw import line as draw_line
 
 from liverseg_monai.errors import InputError
 from liverseg_monai.io.atomic import atomic_path
+from liverseg_monai.io.rgb import read_rgb
 
 IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg")
 
@@ -424,33 +425,6 @@ class ClumpSplittingd(MapTransform):
 # ----------------------------------------------------------------------------------------------------
 # label bootstrapping workflow
 # ----------------------------------------------------------------------------------------------------
-def read_rgb(path: str | os.PathLike) -> np.ndarray:
-    """Read an RGB tile (PNG/JPEG/TIFF) as uint8 (H, W, 3); raises InputError naming the file."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(path, "image file does not exist")
-    try:
-        if path.suffix.lower() in (".tif", ".tiff"):
-            import tifffile
-
-            arr = tifffile.imread(path)
-        else:
-            from PIL import Image
-
-            with Image.open(path) as im:
-                arr = np.asarray(im.convert("RGB"))
-    except Exception as err:  # noqa: BLE001 - any reader failure is a bad input
-        raise InputError(path, f"cannot be read as an image ({type(err).__name__}: {err})") from None
-    arr = np.asarray(arr)
-    if arr.ndim == 2:
-        arr = np.repeat(arr[..., None], 3, -1)
-    if arr.ndim != 3 or arr.shape[-1] not in (3, 4) or min(arr.shape[:2]) < 8:
-        raise InputError(path, f"expected an RGB tile of at least 8x8 pixels, got shape {arr.shape}")
-    if arr.dtype != np.uint8:
-        arr = (to_rgb_hwc(arr) * 255).round().astype(np.uint8)
-    return arr[..., :3]
-
-
 def list_images(images_dir: str | os.PathLike) -> list[Path]:
     folder = Path(images_dir)
     if not folder.is_dir():

@@ -106,8 +106,8 @@ def test_unreadable_images_and_label_maps(tmp_path):
     with pytest.raises(InputError, match="missing"):
         read_label_map(tmp_path / "none.png")
     # a 16-bit grey image and a palette image still read
-    Image.fromarray(np.full((4, 4), 4000, np.uint16)).save(tmp_path / "g16.png")
-    assert read_rgb(tmp_path / "g16.png").shape == (4, 4, 3)
+    Image.fromarray(np.full((8, 8), 4000, np.uint16)).save(tmp_path / "g16.png")
+    assert read_rgb(tmp_path / "g16.png").shape == (8, 8, 3)
     palette = Image.new("P", (4, 4))
     palette.putdata(list(range(16)))
     palette.putpalette([v for k in range(256) for v in (k, 255 - k, 0)])

@@ -26,6 +26,12 @@ def test_tile_modes_become_uint8_rgb(tmp_path):
     np.testing.assert_array_equal(read_rgb(tmp_path / "rgba.png"), rgb)
     np.testing.assert_array_equal(read_rgb(tmp_path / "chw.tif"), rgb)
     np.testing.assert_array_equal(read_rgb(tmp_path / "grey16.png")[..., 1], rgb[..., 0])
+    # transparent pixels (tools export "no tissue" as alpha 0 over black) read as white glass
+    alpha = np.full((20, 30), 255, np.uint8)
+    alpha[:, :10] = 0
+    Image.fromarray(np.dstack([np.zeros_like(rgb), alpha])).save(tmp_path / "transparent.png")
+    out = read_rgb(tmp_path / "transparent.png")
+    assert (out[:, :10] == 255).all() and (out[:, 10:] == 0).all()
 
 
 def test_load_patch_of_a_large_tile(tmp_path):
