@@ -53,8 +53,58 @@ _SLICE_TOL = 0.05
 @dataclass
 class _Slice:
     path: Path
-    ds: Dataset
+    ds: Dataset  # the file's dataset, or for a frame of a multi-frame file the frame's attributes
     position: np.ndarray  # LPS mm
+
+    @property
+    def frame(self) -> int | None:
+        """The frame index in a multi-frame (enhanced) file, ``None`` for a one-slice file."""
+        source = getattr(self.ds, "_multiframe_source", None)
+        return None if source is None else source[1]
+
+
+_FRAME_ATTRIBUTES = ("SOPClassUID", "SOPInstanceUID", "SeriesInstanceUID", "StudyInstanceUID", "FrameOfReferenceUID",
+                     "PatientID", "Modality", "SeriesDescription", "Rows", "Columns", "SamplesPerPixel")
+
+
+def _frames(path: Path, ds: Dataset) -> list[tuple[Path, Dataset]]:
+    """A multi-frame (Enhanced / Legacy Converted Enhanced CT) file as one entry per frame.
+
+    Each frame's entry carries what a one-slice file would: ImagePositionPatient, ImageOrientationPatient,
+    PixelSpacing, SliceThickness and RescaleSlope / Intercept from its per-frame functional groups, else
+    the shared ones; the file's dataset and the frame index travel along for decoding.
+    """
+    n = int(ds.get("NumberOfFrames", 1) or 1)
+    if n <= 1 or "PerFrameFunctionalGroupsSequence" not in ds:
+        return [(path, ds)]
+    per_frame = ds.PerFrameFunctionalGroupsSequence
+    if len(per_frame) != n:
+        raise InputError(path, f"multi-frame image with {n} frames but {len(per_frame)} per-frame functional groups")
+    shared = ds.SharedFunctionalGroupsSequence[0] if len(ds.get("SharedFunctionalGroupsSequence", [])) else None
+
+    def group(item, name):
+        for src in (item, shared):
+            if src is not None and name in src and len(src[name].value):
+                return src[name].value[0]
+        return None
+
+    out = []
+    for i, item in enumerate(per_frame):
+        frame = Dataset()
+        for key in _FRAME_ATTRIBUTES:
+            if key in ds:
+                frame[key] = ds[key]
+        for seq, keys in (("PlanePositionSequence", ("ImagePositionPatient",)),
+                          ("PlaneOrientationSequence", ("ImageOrientationPatient",)),
+                          ("PixelMeasuresSequence", ("PixelSpacing", "SliceThickness", "SpacingBetweenSlices")),
+                          ("PixelValueTransformationSequence", ("RescaleSlope", "RescaleIntercept"))):
+            g = group(item, seq)
+            for key in keys:
+                if g is not None and key in g:
+                    frame[key] = g[key]
+        frame._multiframe_source = (ds, i)
+        out.append((path, frame))
+    return out
 
 
 def _dicom_files(folder: Path) -> list[Path]:
@@ -130,7 +180,8 @@ def _check_image(path: Path, ds: Dataset, modality: str | Sequence[str] | None) 
     if sop_class == SEGMENTATION_STORAGE or ds.get("Modality") == "SEG":
         raise InputError(path, "is a DICOM-SEG (segmentation), not an image series; pass it as the label")
     if int(ds.get("NumberOfFrames", 1) or 1) > 1:
-        raise InputError(path, f"multi-frame image ({ds.NumberOfFrames} frames); only one-slice-per-file series are supported")
+        raise InputError(path, f"multi-frame image ({ds.NumberOfFrames} frames) without per-frame functional groups: "
+                               "cannot place its frames in patient space")
     if modality is not None:
         allowed = ensure_tuple(modality)
         if ds.get("Modality") not in allowed:
@@ -161,6 +212,7 @@ class _Geometry:
 
 def _geometry(folder: Path, entries: list[tuple[Path, Dataset]], modality) -> _Geometry:
     """Sort the slices of one series along the normal and check they form a regular volume."""
+    entries = [e for path, ds in entries for e in _frames(path, ds)]
     first_path, first = entries[0]
     for path, ds in entries:
         _check_image(path, ds, modality)
@@ -234,9 +286,22 @@ def _collect(folder, series_uid: str | None, modality, stop_before_pixels: bool)
     return folder, _geometry(folder, entries, modality)
 
 
+def _refuse_multiframe(folder: Path, geo: _Geometry, what: str) -> None:
+    if any(sl.frame is not None for sl in geo.slices):
+        raise InputError(folder, f"{what} a multi-frame (enhanced) CT is not supported: segments reference frames of "
+                                 "one instance there; convert the series to one slice per file (e.g. dcmtk/emf2sf) or "
+                                 "use the NIfTI output")
+
+
 def _slice_hu(s: _Slice) -> np.ndarray:
     try:
-        pixels = s.ds.pixel_array
+        if s.frame is None:
+            pixels = s.ds.pixel_array
+        else:  # a frame of a multi-frame file: decode the file once
+            source = s.ds._multiframe_source[0]
+            if getattr(source, "_decoded_frames", None) is None:
+                source._decoded_frames = source.pixel_array
+            pixels = source._decoded_frames[s.frame]
     except Exception as err:
         raise InputError(s.path, f"cannot decode pixel data ({type(err).__name__}: {err})") from None
     if pixels.shape != (int(s.ds.Rows), int(s.ds.Columns)):
@@ -688,6 +753,7 @@ def write_seg_masks(
     from pydicom.sr.codedict import codes
 
     folder, geo = _collect(series_folder, series_uid, None, stop_before_pixels=True)
+    _refuse_multiframe(folder, geo, "writing a DICOM-SEG for")
     if not masks:
         raise ValueError("write_seg needs at least one segment")
     stack = []
@@ -865,6 +931,7 @@ def read_seg(
         if len(in_folder) > 1 and len(hits) == 1:
             series_uid = hits[0]
     geo = _geometry(folder, _select_series(folder, found, series_uid), None)
+    _refuse_multiframe(folder, geo, "reading a DICOM-SEG of")
     info = _series_meta(folder, geo)
     uid = info["series_instance_uid"]
     if referenced and uid not in referenced:

@@ -115,6 +115,35 @@ def test_compressed_series_read_like_the_uncompressed_one(tmp_path, syntax):
     np.testing.assert_allclose(aff_a, aff_b)
 
 
+def test_enhanced_multiframe_ct_reads_like_the_classic_series(tmp_path):
+    """One multi-frame file (Enhanced / Legacy Converted Enhanced CT, as scanners and converters write
+    it; frames in a shuffled order) gives the volume and affine of the one-slice-per-file series; a
+    DICOM-SEG cannot reference it and says so."""
+    import highdicom as hd
+
+    from liverseg_monai.io.dicom import write_seg
+
+    hu, _ = write_random_series(tmp_path / "classic", DIRECTIONS["oblique"])
+    datasets = [pydicom.dcmread(f) for f in sorted((tmp_path / "classic").iterdir())]  # names shuffled: frames too
+    enhanced = hd.legacy.LegacyConvertedEnhancedCTImage(
+        legacy_datasets=datasets, series_instance_uid=hd.UID(), series_number=9, sop_instance_uid=hd.UID(),
+        instance_number=1)
+    assert enhanced.NumberOfFrames == SHAPE[2]
+    (tmp_path / "enhanced").mkdir()
+    enhanced.save_as(tmp_path / "enhanced" / "ct.dcm")
+    a, aff_a, meta = read_series(tmp_path / "enhanced")
+    b, aff_b, _ = read_series(tmp_path / "classic")
+    np.testing.assert_array_equal(a, b)
+    np.testing.assert_allclose(aff_a, aff_b, atol=1e-5)
+    shape, geo_affine = read_series_geometry(tmp_path / "enhanced")  # without decoding pixels
+    assert shape == SHAPE
+    np.testing.assert_allclose(geo_affine, aff_b, atol=1e-5)
+    assert len(meta["files"]) == SHAPE[2]
+    with pytest.raises(InputError, match="multi-frame"):
+        write_seg(np.zeros(SHAPE, np.uint8), tmp_path / "enhanced", tmp_path / "seg.dcm", ["liver"])
+    assert not (tmp_path / "seg.dcm").exists()
+
+
 def test_file_name_order_does_not_matter(tmp_path):
     write_random_series(tmp_path / "shuffled", "LPS", shuffle=True)
     write_random_series(tmp_path / "ordered", "LPS", shuffle=False)
