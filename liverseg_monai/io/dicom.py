@@ -286,13 +286,6 @@ def _collect(folder, series_uid: str | None, modality, stop_before_pixels: bool)
     return folder, _geometry(folder, entries, modality)
 
 
-def _refuse_multiframe(folder: Path, geo: _Geometry, what: str) -> None:
-    if any(sl.frame is not None for sl in geo.slices):
-        raise InputError(folder, f"{what} a multi-frame (enhanced) CT is not supported: segments reference frames of "
-                                 "one instance there; convert the series to one slice per file (e.g. dcmtk/emf2sf) or "
-                                 "use the NIfTI output")
-
-
 def _slice_hu(s: _Slice) -> np.ndarray:
     try:
         if s.frame is None:
@@ -753,7 +746,7 @@ def write_seg_masks(
     from pydicom.sr.codedict import codes
 
     folder, geo = _collect(series_folder, series_uid, None, stop_before_pixels=True)
-    _refuse_multiframe(folder, geo, "writing a DICOM-SEG for")
+    frames = [sl.frame for sl in geo.slices]
     if not masks:
         raise ValueError("write_seg needs at least one segment")
     stack = []
@@ -765,6 +758,11 @@ def write_seg_masks(
             raise ValueError(f"segment '{name}' has shape {mask.shape}, the series in {folder} has {geo.shape}")
         stack.append(mask.astype(bool).transpose(2, 1, 0))  # (k, rows, columns)
     pixels = np.stack(stack, axis=-1)
+    if frames[0] is None:
+        source_images = [sl.ds for sl in geo.slices]
+    else:  # one multi-frame source: its frames in their stored order
+        source_images = [geo.slices[0].ds._multiframe_source[0]]
+        pixels = pixels[np.argsort(frames)]
 
     algorithm = None
     if not manual:
@@ -789,7 +787,7 @@ def write_seg_masks(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         seg = hd.seg.Segmentation(
-            source_images=[s.ds for s in geo.slices],
+            source_images=source_images,
             pixel_array=pixels,
             segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
             segment_descriptions=descriptions,
@@ -931,12 +929,13 @@ def read_seg(
         if len(in_folder) > 1 and len(hits) == 1:
             series_uid = hits[0]
     geo = _geometry(folder, _select_series(folder, found, series_uid), None)
-    _refuse_multiframe(folder, geo, "reading a DICOM-SEG of")
     info = _series_meta(folder, geo)
     uid = info["series_instance_uid"]
     if referenced and uid not in referenced:
         raise InputError(seg_path, f"references series {', '.join(sorted(referenced))}, not series {uid} in {folder}")
     sop_to_k = {u: k for k, u in enumerate(info["sop_instance_uids"])}
+    # a multi-frame source: its frames are referenced by (instance, frame number)
+    frame_to_k = {(str(sl.ds.SOPInstanceUID), sl.frame + 1): k for k, sl in enumerate(geo.slices) if sl.frame is not None}
     if referenced.get(uid) and not (referenced[uid] & set(sop_to_k)):
         raise InputError(seg_path, f"references series {uid} but none of the instances in {folder}")
     seg_for = str(seg.get("FrameOfReferenceUID", ""))
@@ -995,7 +994,13 @@ def read_seg(
         deriv = _frame_attr(seg, item, "DerivationImageSequence")
         if deriv is not None:
             for src in deriv.get("SourceImageSequence", []):
-                k = sop_to_k.get(str(src.get("ReferencedSOPInstanceUID", "")), k)
+                ref = str(src.get("ReferencedSOPInstanceUID", ""))
+                if not frame_to_k:
+                    k = sop_to_k.get(ref, k)
+                elif src.get("ReferencedFrameNumber") not in (None, ""):
+                    frame_no = src.ReferencedFrameNumber
+                    frame_no = frame_no[0] if isinstance(frame_no, Sequence) and not isinstance(frame_no, str) else frame_no
+                    k = frame_to_k.get((ref, int(frame_no)), k)
         if k is None:
             pos_item = _frame_attr(seg, item, "PlanePositionSequence")
             orient_item = _frame_attr(seg, item, "PlaneOrientationSequence")

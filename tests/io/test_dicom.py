@@ -117,11 +117,11 @@ def test_compressed_series_read_like_the_uncompressed_one(tmp_path, syntax):
 
 def test_enhanced_multiframe_ct_reads_like_the_classic_series(tmp_path):
     """One multi-frame file (Enhanced / Legacy Converted Enhanced CT, as scanners and converters write
-    it; frames in a shuffled order) gives the volume and affine of the one-slice-per-file series; a
-    DICOM-SEG cannot reference it and says so."""
+    it; frames in a shuffled order) gives the volume and affine of the one-slice-per-file series, and a
+    DICOM-SEG written on it references its frames and reads back (ours and highdicom's reading)."""
     import highdicom as hd
 
-    from liverseg_monai.io.dicom import write_seg
+    from liverseg_monai.io.dicom import read_seg, write_seg
 
     hu, _ = write_random_series(tmp_path / "classic", DIRECTIONS["oblique"])
     datasets = [pydicom.dcmread(f) for f in sorted((tmp_path / "classic").iterdir())]  # names shuffled: frames too
@@ -139,9 +139,17 @@ def test_enhanced_multiframe_ct_reads_like_the_classic_series(tmp_path):
     assert shape == SHAPE
     np.testing.assert_allclose(geo_affine, aff_b, atol=1e-5)
     assert len(meta["files"]) == SHAPE[2]
-    with pytest.raises(InputError, match="multi-frame"):
-        write_seg(np.zeros(SHAPE, np.uint8), tmp_path / "enhanced", tmp_path / "seg.dcm", ["liver"])
-    assert not (tmp_path / "seg.dcm").exists()
+    labels = np.zeros(SHAPE, np.uint8)
+    labels[2:6, 3:7, 1:3] = 1
+    labels[8:11, 1:4, 4:6] = 2
+    write_seg(labels, tmp_path / "enhanced", tmp_path / "seg.dcm", ["liver", "tumor"])
+    np.testing.assert_array_equal(read_seg(tmp_path / "seg.dcm", tmp_path / "enhanced", {"liver": 1, "tumor": 2}), labels)
+    # highdicom places the SEG's frames by the referenced source frames: same voxels in patient space
+    volume = hd.seg.segread(tmp_path / "seg.dcm").get_volume(combine_segments=True)
+    idx = np.stack(np.meshgrid(*[np.arange(n) for n in volume.array.shape], indexing="ij"), -1).reshape(-1, 3)
+    lps = np.c_[idx, np.ones(len(idx))] @ volume.affine.T
+    ijk = np.rint((lps * [-1, -1, 1, 1]) @ np.linalg.inv(aff_a).T)[:, :3].astype(int)
+    np.testing.assert_array_equal(volume.array.reshape(-1), labels[ijk[:, 0], ijk[:, 1], ijk[:, 2]])
 
 
 def test_file_name_order_does_not_matter(tmp_path):
