@@ -50,3 +50,18 @@ def test_error_rows_and_unknown_scenarios(tmp_path):
     assert "not measured: exit 1: boom" in md and "Not measured: exit 1: no smp" in md
     with pytest.raises(InputError, match="unknown scenario"):
         run_bench(tmp_path, only="nope", docs=tmp_path / "x.md")
+
+
+def test_train_input_repeats_a_small_dataset_to_a_real_epoch_length(tmp_path):
+    """The loader is rebuilt over the bundle's dataset repeated until an epoch has the asked-for number of
+    batches (same loader class and settings), so epoch starts weigh as in a real epoch."""
+    from liverseg_monai.bench.training import scenario_train_input
+
+    r = scenario_train_input(tmp_path, steps=6, bundles=["liver_ct_unet_segmentation"], min_epoch_steps=20)
+    (row,) = r["rows"]
+    assert "error" not in row, row
+    assert row["dataset_repeats"] > 1 and row["epoch_length"] >= 20
+    assert row["loader"]["items"] * row["dataset_repeats"] >= 20 * row["loader"]["batch_size"]
+    assert row["steps"] == 6 and row["epoch_starts"] == 0  # 6 steps of a 20-step epoch
+    assert 0 <= row["data_wait_share_steady"] <= row["data_wait_share"] + 1e-9 <= 1
+    assert row["mean_epoch_start_wait_s"] is None

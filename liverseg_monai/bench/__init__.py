@@ -49,7 +49,7 @@ PRESETS = {
         "ct_tumor": {"shape": [512, 512, 128]},
         "slide_5000": {"size": 5000, "tissue_px": 2000},
         "slide_20000": {"size": 20000, "tissue_px": 2000},
-        "train_input": {"steps": 12},
+        "train_input": {"steps": 60, "min_epoch_steps": 30},
         "networks": {"size": 256, "batch": 4},
         "quality": {},
     },
