@@ -18,6 +18,7 @@ Main entry points: :func:`read_series`, :func:`read_series_geometry`, :func:`rea
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import warnings
@@ -35,6 +36,8 @@ from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from liverseg_monai.errors import InputError
 from liverseg_monai.io.atomic import atomic_path
+
+logger = logging.getLogger(__name__)
 
 CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
 ENHANCED_CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2.1"
@@ -156,10 +159,22 @@ def _is_image(ds: Dataset) -> bool:
     return str(ds.get("SOPClassUID", "")) != SEGMENTATION_STORAGE and ds.get("Modality") not in _NON_IMAGE_MODALITIES
 
 
+def _is_localizer(ds: Dataset) -> bool:
+    """A scout / topogram (ImageType ``...\\LOCALIZER``), which some exports keep in the axial series."""
+    image_type = ds.get("ImageType") or []
+    values = [image_type] if isinstance(image_type, str) else list(image_type)
+    return any(str(v).strip().upper() == "LOCALIZER" for v in values)
+
+
 def _select_series(folder: Path, found: list[tuple[Path, Dataset]], series_uid: str | None) -> list[tuple[Path, Dataset]]:
     images = [(p, ds) for p, ds in found if _is_image(ds)]
     if images and series_uid is None:
         found = images  # a SEG or report stored next to the slices is not part of the image series
+    slices = [(p, ds) for p, ds in found if not _is_localizer(ds)]
+    if slices and len(slices) < len(found):  # a scout in the folder is not a slice of the volume
+        logger.info("%s: leaving out %d localizer image(s): %s", folder, len(found) - len(slices),
+                    ", ".join(p.name for p, ds in found if _is_localizer(ds)))
+        found = slices
     by_series: dict[str, list[tuple[Path, Dataset]]] = {}
     for path, ds in found:
         by_series.setdefault(str(ds.get("SeriesInstanceUID", "")), []).append((path, ds))

@@ -152,6 +152,24 @@ def test_enhanced_multiframe_ct_reads_like_the_classic_series(tmp_path):
     np.testing.assert_array_equal(volume.array.reshape(-1), labels[ijk[:, 0], ijk[:, 1], ijk[:, 2]])
 
 
+def test_a_localizer_in_the_series_folder_is_left_out(tmp_path):
+    """Some exports keep the scout (ImageType ...\\LOCALIZER, another orientation and size) in the axial
+    series' folder, even under its SeriesInstanceUID: it is not a slice of the volume."""
+    hu, _ = write_random_series(tmp_path / "s", "LPS")
+    scout = pydicom.dcmread(next((tmp_path / "s").iterdir()))
+    scout.ImageType = ["ORIGINAL", "PRIMARY", "LOCALIZER"]
+    scout.ImageOrientationPatient = [1, 0, 0, 0, 0, -1]  # coronal
+    scout.SOPInstanceUID = pydicom.uid.generate_uid()
+    scout.save_as(tmp_path / "s" / "scout.dcm")
+    array, _, meta = read_series(tmp_path / "s")
+    np.testing.assert_array_equal(array, hu)
+    assert not any(f.endswith("scout.dcm") for f in meta["files"])
+    scout.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]  # not marked as a scout: an error, not a guess
+    scout.save_as(tmp_path / "s" / "scout.dcm")
+    with pytest.raises(InputError, match="ImageOrientationPatient"):
+        read_series(tmp_path / "s")
+
+
 def test_file_name_order_does_not_matter(tmp_path):
     write_random_series(tmp_path / "shuffled", "LPS", shuffle=True)
     write_random_series(tmp_path / "ordered", "LPS", shuffle=False)
