@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import json
 import os
 import sys
 
@@ -69,6 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="every bundle end to end on synthetic data; writes OUT/report.md")
     demo.add_argument("--out", default="demo_out")
     demo.add_argument("--bundles", nargs="*", default=None, help="only these bundles")
+    demo.add_argument("--set", dest="overrides", action="append", default=[], metavar="STAGE:KEY=VALUE",
+                      help="override a config key in one demo stage (VALUE parsed as JSON if it can be), e.g. "
+                           "train_tumor:weak_supervision#weight=0; repeatable")
 
     bench = sub.add_parser("bench", help="benchmarks: merges into OUT/results.json, rewrites docs/benchmarks.md")
     bench.add_argument("--out", default="bench")
@@ -78,6 +82,22 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--preset", default="full", choices=["full", "small", "tiny"], help="problem sizes")
     bench.add_argument("--docs", default=None, help="Markdown output (default docs/benchmarks.md)")
     return parser
+
+
+def _stage_overrides(parser, items: list[str]) -> dict[str, dict]:
+    """``["stage:key=value", ...]`` -> ``{stage: {key: value}}`` (values parsed as JSON when possible)."""
+    out: dict[str, dict] = {}
+    for item in items:
+        stage, sep, assignment = item.partition(":")
+        key, eq, value = assignment.partition("=")
+        if not (sep and eq and stage and key):
+            parser.error(f"--set expects STAGE:KEY=VALUE, got {item!r}")
+        try:
+            value = json.loads(value)
+        except ValueError:
+            pass
+        out.setdefault(stage, {})[key] = value
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -102,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
 
             if extra:
                 parser.error(f"unrecognized arguments: {' '.join(extra)}")
-            print(f"wrote {run_demo(args.out, args.bundles)}")
+            print(f"wrote {run_demo(args.out, args.bundles, _stage_overrides(parser, args.overrides))}")
         elif args.command == "bench":
             from liverseg_monai.bench import run_bench
 

@@ -38,7 +38,8 @@ def _flatten(metrics: dict, prefix: str = "") -> dict[str, float]:
     return out
 
 
-def run_bundle_demo(bundle: str, out: Path) -> dict:
+def run_bundle_demo(bundle: str, out: Path, overrides: dict[str, dict] | None = None) -> dict:
+    """One bundle's demo; ``overrides`` maps a stage name to config overrides added to the recipe's."""
     recipe = load_recipe(bundle)
     demo = recipe.get("demo")
     if not demo:
@@ -51,7 +52,14 @@ def run_bundle_demo(bundle: str, out: Path) -> dict:
     data = synthesize(demo["synth"], work / "data")
     root = copy_bundle(bundle, work / "bundle")
     timings = {"synth": time.time() - t0}
+    overrides = overrides or {}
+    unknown = set(overrides) - {stage["name"] for stage in demo["stages"]}
+    if unknown:
+        raise ValueError(f"{bundle}: no demo stage {', '.join(sorted(unknown))} "
+                         f"(stages: {', '.join(s['name'] for s in demo['stages'])})")
     for stage in demo["stages"]:
+        if stage["name"] in overrides:
+            stage = {**stage, "overrides": {**(stage.get("overrides") or {}), **overrides[stage["name"]]}}
         t = time.time()
         print(f"[{bundle}] {stage['name']} ...", flush=True)
         run_stage(stage, root, data, work, capture=False)
@@ -98,16 +106,24 @@ def render_report(results: list[dict], out: Path, seconds: float) -> str:
     return "\n".join(lines) + "\n"
 
 
-def run_demo(out: str | os.PathLike = "demo_out", bundles: list[str] | None = None) -> Path:
-    """Run the demo for ``bundles`` (default: all with a recipe); returns the report path."""
+def run_demo(out: str | os.PathLike = "demo_out", bundles: list[str] | None = None,
+             overrides: dict[str, dict] | None = None) -> Path:
+    """Run the demo for ``bundles`` (default: all with a recipe); returns the report path.
+
+    ``overrides``: stage name -> config overrides, applied in every bundle that has that stage.
+    """
     out = Path(out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     names = bundles or list_recipes()
+    stages = {b: {st["name"] for st in (load_recipe(b).get("demo") or {}).get("stages", [])} for b in names}
+    unknown = set(overrides or {}) - set().union(*stages.values())
+    if unknown:
+        raise ValueError(f"no demo stage named {', '.join(sorted(unknown))} in {', '.join(names)}")
     t0 = time.time()
     results = []
     for bundle in tqdm(names, desc="demo bundles", unit="bundle"):
         try:
-            results.append(run_bundle_demo(bundle, out))
+            results.append(run_bundle_demo(bundle, out, {k: v for k, v in (overrides or {}).items() if k in stages[bundle]}))
         except Exception as err:  # report and go on with the other bundles
             results.append({"bundle": bundle, "status": f"FAILED: {str(err).splitlines()[0]}"})
             print(f"[{bundle}] failed: {err}", flush=True)
