@@ -30,7 +30,7 @@ def test_ct_liver_tiny_run_merges_and_renders(tmp_path):
     assert len(r["load_average_before"]) == 3
     md = docs.read_text()
     assert f"## {key}" in md and "| ct_liver (liver_ct_unet_segmentation) | 32x32x16 CT" in md
-    assert "Command: `pytest`" in md
+    assert "Last command: `pytest`" in md and ", `pytest`, " in md  # per machine and per scenario
 
     # another machine's results are added next to these, not over them
     other = {**run["machine"], "key": "cuda | Some GPU", "device": "cuda", "gpu": "Some GPU"}

@@ -158,6 +158,7 @@ def run_bench(out: str | os.PathLike = "bench", only: list[str] | str | None = N
         print(f"bench: {name} {json.dumps(kwargs)} ...", flush=True)
         result = run_scenario_process(name, work.resolve(), kwargs)
         result["preset"] = preset
+        result["command"] = command
         results[name] = result
         print(json.dumps({k: v for k, v in result.items() if not isinstance(v, list | dict)}, default=str), flush=True)
         data = merge_results(out / "results.json", machine, command, {name: result})

@@ -32,7 +32,8 @@ def _pct(v) -> str:
 
 
 def _run_line(r: dict) -> str:
-    return (f"preset `{r.get('preset')}`, {r.get('date', '?')}, {r.get('wall_s', '?')} s, load average "
+    command = f", `{r['command']}`" if r.get("command") else ""
+    return (f"preset `{r.get('preset')}`, {r.get('date', '?')}{command}, {r.get('wall_s', '?')} s, load average "
             f"{r.get('load_average_before')} before / {r.get('load_average_after')} after")
 
 
@@ -180,7 +181,7 @@ def render_markdown(data: dict) -> str:
         lines += [f"## {key}", "",
                   f"Device `{m['device']}` (GPU: {m['gpu']}); CPU {m['cpu']}, {m['cpus']} cores, torch threads "
                   f"{m['torch_threads']} (OMP_NUM_THREADS={m['omp_num_threads']}); Python {m['python']}, torch "
-                  f"{m['torch']}, MONAI {m['monai']}; {m['platform']}.  ", f"Command: `{run['command']}`", ""]
+                  f"{m['torch']}, MONAI {m['monai']}; {m['platform']}.  ", f"Last command: `{run['command']}`", ""]
         lines += _ct(scen) + _slides(scen)
         if "train_input" in scen:
             lines += _train(scen["train_input"])
