@@ -78,7 +78,7 @@ def _frames(path: Path, ds: Dataset) -> list[tuple[Path, Dataset]]:
     the shared ones; the file's dataset and the frame index travel along for decoding.
     """
     n = int(ds.get("NumberOfFrames", 1) or 1)
-    if n <= 1 or "PerFrameFunctionalGroupsSequence" not in ds:
+    if "PerFrameFunctionalGroupsSequence" not in ds or not _is_image(ds):  # a classic one-slice file (or a SEG)
         return [(path, ds)]
     per_frame = ds.PerFrameFunctionalGroupsSequence
     if len(per_frame) != n:
@@ -307,8 +307,8 @@ def _slice_hu(s: _Slice) -> np.ndarray:
             pixels = s.ds.pixel_array
         else:  # a frame of a multi-frame file: decode the file once
             source = s.ds._multiframe_source[0]
-            if getattr(source, "_decoded_frames", None) is None:
-                source._decoded_frames = source.pixel_array
+            if getattr(source, "_decoded_frames", None) is None:  # (frames, rows, columns), also for one frame
+                source._decoded_frames = source.pixel_array.reshape(-1, int(source.Rows), int(source.Columns))
             pixels = source._decoded_frames[s.frame]
     except Exception as err:
         raise InputError(s.path, f"cannot decode pixel data ({type(err).__name__}: {err})") from None
