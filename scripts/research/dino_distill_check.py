@@ -24,7 +24,14 @@ import torch
 from liverseg_monai.recipes import synthesize
 from liverseg_monai.ssl.augment import MultiCrop
 from liverseg_monai.ssl.data import pretraining_items, read_rgb
-from liverseg_monai.ssl.dino import DINOHead, DINOLoss, MultiCropWrapper, make_teacher, param_groups, resnet_backbone
+from liverseg_monai.ssl.dino import (
+    DINOHead,
+    DINOLoss,
+    MultiCropWrapper,
+    make_teacher,
+    param_groups,
+    resnet_backbone,
+)
 
 cfg = {"lr": 5e-4, "fixed": False, "steps": 100, "opt": "adamw", "batch": 16, "seed": 0}
 cfg.update(json.loads(sys.argv[1]) if len(sys.argv) > 1 else {})
