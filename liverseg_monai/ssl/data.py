@@ -18,8 +18,7 @@ import torch
 from monai.data import MetaTensor
 from monai.transforms import MapTransform, Randomizable
 
-from liverseg_monai.io.rgb import TIFF_SUFFIXES, read_label_map, read_rgb  # noqa: F401 (also this module's API)
-from liverseg_monai.io.rgb import to_uint8_rgb as _to_uint8_rgb
+from liverseg_monai.io.rgb import TIFF_SUFFIXES, read_label_map, read_rgb, to_uint8_rgb  # noqa: F401 (also this module's API)
 
 
 class LoadRGBd(MapTransform):
@@ -121,7 +120,7 @@ class LoadRGBPatchd(Randomizable, MapTransform):
                 cy, cx = coords[int(self.R.randint(0, len(coords)))]
                 cy += self.R.uniform(-0.5, 0.5) * fy
                 cx += self.R.uniform(-0.5, 0.5) * fx
-                rgb = _to_uint8_rgb(sl.read_region(level, int(cy - p / 2), int(cx - p / 2), p, p), Path(path))
+                rgb = to_uint8_rgb(sl.read_region(level, int(cy - p / 2), int(cx - p / 2), p, p), Path(path))
             else:
                 rgb = self._crop(read_rgb(path, self.min_size))
             tensor = torch.from_numpy(np.ascontiguousarray(np.moveaxis(rgb, -1, 0)).astype(np.float32) / 255.0)
