@@ -1,9 +1,14 @@
 """Learning test of the DINO pretraining bundle: a short CPU pretraining on synthetic H&E tiles gives
-frozen features whose k-NN tissue classification beats a randomly initialised encoder, and the teacher
+frozen features whose k-NN tissue classification beats randomly initialised encoders, and the teacher
 has not collapsed.
 
 Runs the bundle's own configs (train.json, then inference.json + evaluate.json) through
-``monai.bundle run`` with a ResNet-18 and small crops so it fits a few CPU minutes.
+``monai.bundle run``: a ResNet-18 on random 48-px patches of 240 tiles, cut into 32-px global and
+16-px local views (the scale of the 32-px patches the k-NN classifies), about 300 steps of batch 32 (two
+CPU minutes). Stain and colour jitter are off at this budget: with them the teacher drifts towards the
+uniform output and the features gain little over a random encoder (model card, "What was measured
+here"). The k-NN is scored on a separate labelled set (600 tiles, seed 1: 3,240 bank and 1,080 query
+patches) against three random encoders.
 """
 
 from __future__ import annotations
@@ -19,42 +24,43 @@ import torch
 from liverseg_monai.recipes import copy_bundle, run_stage, synthesize
 
 BUNDLE = "pathology_dino_pretraining"
-OUT_DIM = 256
+OUT_DIM = 1024
+N_TRAIN_TILES = 240  # the training split of 400 tiles
+STEPS_PER_EPOCH, EPOCHS, BATCH = 50, 6, 32
 TRAIN_OVERRIDES = {
     "arch": "resnet18",
     "out_dim": OUT_DIM,
     "head_hidden_dim": 512,
     "head_bottleneck_dim": 128,
     "head_use_bn": True,
-    "global_crop_size": 64,
-    "local_crop_size": 32,
+    "patch_size": 48,
+    "patches_per_image": STEPS_PER_EPOCH * BATCH // N_TRAIN_TILES + 1,
+    "global_crop_size": 32,
+    "local_crop_size": 16,
     "n_local_crops": 2,
-    "batch_size": 16,
-    "patches_per_image": 4,
-    "max_epochs": 10,
+    "global_crop_scale": [0.6, 1.0],
+    "local_crop_scale": [0.1, 0.4],
+    "stain_jitter_prob": 0.0,
+    "colour_jitter_prob": 0.0,
+    "batch_size": BATCH,
+    "max_epochs": EPOCHS,
     "warmup_epochs": 1,
-    "base_lr": 0.008,
-    "weight_decay_end": 0.1,
-    "momentum_teacher": 0.95,
+    "base_lr": 0.004,
+    "weight_decay_end": 0.04,
+    "momentum_teacher": 0.99,
     "num_workers": 0,
     "amp": False,
 }
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    run=False,
-    reason="known failure (issue 5 open): at a CI-sized budget (ResNet-18, hundreds of steps) DINO features do not "
-    "clearly beat a random encoder at k-NN on synthetic tiles (0.402 vs 0.442 balanced accuracy here; at most about "
-    "+0.07 over 64 settings swept in scripts/research, see the model card); "
-    "run it with `pytest --runxfail -m slow tests/bundles/test_pathology_dino_pretraining.py`",
-)
 def test_dino_learns_tissue_features_without_collapse(tmp_path):
     from liverseg_monai.ssl.data import pretraining_items, read_rgb
     from liverseg_monai.ssl.dino import DINOHead, MultiCropWrapper, resnet_backbone
     from liverseg_monai.ssl.knn import grid_patches, normalise_rgb
 
-    data = synthesize({"kind": "histo", "n": 40, "seed": 0, "options": {"size": 96}}, tmp_path / "data")
+    data = synthesize({"kind": "histo", "n": 400, "seed": 0, "options": {"size": 96}}, tmp_path / "data")
+    labelled = synthesize({"kind": "histo", "n": 600, "seed": 1, "options": {"size": 96}}, tmp_path / "labelled")
     root = copy_bundle(BUNDLE, tmp_path / BUNDLE)
     train = run_stage({"name": "train", "config": ["train.json"], "output_dir": "train",
                        "overrides": TRAIN_OVERRIDES}, root, data, tmp_path)
@@ -64,13 +70,19 @@ def test_dino_learns_tissue_features_without_collapse(tmp_path):
     assert "teacher_entropy" in log and "teacher_student_kl" in log
 
     run_stage({"name": "evaluate", "config": ["inference.json", "evaluate.json"], "output_dir": "eval",
-               "overrides": {"arch": "resnet18", "knn_patch_size": 32, "knn_k": 10}}, root, data, tmp_path)
+               "overrides": {"arch": "resnet18", "knn_patch_size": 32, "knn_k": 10}}, root, labelled, tmp_path)
     summary = json.loads((tmp_path / "eval" / "summary.json").read_text())
-    dino, rand = summary["knn_balanced_accuracy"], summary["random_init"]["knn_balanced_accuracy"]
-    print(f"k-NN balanced accuracy: DINO {dino:.3f}, random init {rand:.3f}; accuracy "
-          f"{summary['knn_accuracy']:.3f} vs {summary['random_init']['knn_accuracy']:.3f}")
-    assert dino >= rand + 0.08, summary
-    assert summary["knn_accuracy"] >= summary["random_init"]["knn_accuracy"], summary
+    rand = summary["random_init"]
+    assert summary["n_query_patches"] > 1000 and len(rand["per_seed"]) == 3
+    print(f"k-NN accuracy: DINO {summary['knn_accuracy']:.3f}, random init {rand['knn_accuracy']:.3f} (per seed "
+          f"{[round(r['knn_accuracy'], 3) for r in rand['per_seed']]}); balanced accuracy "
+          f"{summary['knn_balanced_accuracy']:.3f} vs {rand['knn_balanced_accuracy']:.3f}")
+    # clearly better: above every random encoder in accuracy, and well above their mean in balanced
+    # accuracy (the random encoders differ by about 0.07 in both between seeds)
+    best_random = max(r["knn_accuracy"] for r in rand["per_seed"])
+    assert summary["knn_accuracy"] > best_random, summary
+    assert summary["knn_accuracy_gain_over_random_init"] >= 0.03, summary
+    assert summary["knn_balanced_accuracy_gain_over_random_init"] >= 0.08, summary
 
     # the teacher has not collapsed: on validation tiles its centred, sharpened output is neither one-hot
     # nor uniform, and its logits vary between tiles in every direction on average
@@ -80,8 +92,8 @@ def test_dino_learns_tissue_features_without_collapse(tmp_path):
     teacher = MultiCropWrapper(backbone, DINOHead(backbone.embed_dim, OUT_DIM, 512, 128, use_bn=True))
     teacher.load_state_dict(state["teacher"])
     teacher.eval()
-    crops = np.concatenate([grid_patches(read_rgb(it["image"]), None, 64, 32)[0]
-                            for it in pretraining_items(data, "validation")])
+    crops = np.concatenate([grid_patches(read_rgb(it["image"]), None, 32)[0]
+                            for it in pretraining_items(labelled, "validation")])
     with torch.no_grad():
         logits = teacher(normalise_rgb(crops))
     probs = torch.softmax((logits - state["loss"]["center"]) / 0.04, dim=-1)

@@ -39,3 +39,24 @@ def test_scores():
     assert s["accuracy"] == 0.75
     assert s["recall_0"] == 1.0 and abs(s["recall_1"] - 2 / 3) < 1e-9 and "recall_2" not in s
     assert abs(s["balanced_accuracy"] - (1 + 2 / 3) / 2) < 1e-9
+
+
+def test_evaluation_reports_the_mean_of_several_random_encoders(tmp_path):
+    import json
+
+    from liverseg_monai.data.synth.histo import synth_histo
+    from liverseg_monai.ssl.dino import resnet_backbone
+    from liverseg_monai.ssl.knn import KNNEvaluation
+
+    data = synth_histo(tmp_path / "tiles", seed=0, n=10, size=64).parent
+    torch.manual_seed(5)
+    summary = KNNEvaluation(data, tmp_path / "eval", patch=32, k=3, baseline_arch="resnet18",
+                            baseline_seeds=(0, 1))(resnet_backbone("resnet18"))
+    per_seed = summary["random_init"]["per_seed"]
+    assert [r["seed"] for r in per_seed] == [0, 1]
+    for key in ("knn_accuracy", "knn_balanced_accuracy"):
+        mean = (per_seed[0][key] + per_seed[1][key]) / 2
+        assert abs(summary["random_init"][key] - mean) < 1e-9
+        assert abs(summary[f"{key}_gain_over_random_init"] - (summary[key] - mean)) < 1e-9
+    assert json.loads((tmp_path / "eval" / "summary.json").read_text())["random_init"]["per_seed"][1]["seed"] == 1
+    assert (tmp_path / "eval" / "per_case.csv").read_text().count("\n") == summary["n_query_patches"] + 1
