@@ -10,6 +10,7 @@ SupervisedTrainer (configs/train.json). Runs on CUDA when available.
 """
 
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -64,9 +65,6 @@ cfg.update(json.loads(sys.argv[1]) if len(sys.argv) > 1 else {})
 dev = "cuda" if torch.cuda.is_available() else "cpu"
 torch.manual_seed(cfg["seed"])
 np.random.seed(cfg["seed"])
-root = Path("/tmp/diag")
-import os
-
 root = Path(os.environ.get("DIAG_ROOT", "/tmp/diag"))
 data = root / f"data_{cfg['n']}_{cfg['size']}"
 if not (data / "dataset.json").exists():
