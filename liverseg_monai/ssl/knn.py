@@ -152,15 +152,32 @@ def knn_evaluation(
     Returns ``(summary, rows)``: accuracy, balanced accuracy and per-class recall; one row per query
     patch with its true and predicted class.
     """
-    bank_x, bank_y, _ = patch_set(train_items, patch, ignore=ignore)
-    query_x, query_y, records = patch_set(val_items, patch, ignore=ignore)
+    bank = patch_set(train_items, patch, ignore=ignore)
+    queries = patch_set(val_items, patch, ignore=ignore)
+    return knn_on_patches(backbone, bank, queries, k, temperature, class_names, device, batch_size)
+
+
+def knn_on_patches(
+    backbone: nn.Module,
+    bank: tuple[np.ndarray, np.ndarray, list[dict]],
+    queries: tuple[np.ndarray, np.ndarray, list[dict]],
+    k: int = 20,
+    temperature: float = 0.07,
+    class_names: Sequence[str] | None = None,
+    device: str | torch.device = "cpu",
+    batch_size: int = 64,
+) -> tuple[dict, list[dict]]:
+    """:func:`knn_evaluation` on patch sets already cut (:func:`patch_set` outputs), so several encoders can
+    be scored on the same patches without reading the tiles again."""
+    (bank_x, bank_y, _), (query_x, query_y, records) = bank, queries
+    patch = int(bank_x.shape[1]) if len(bank_x) else 0
     if len(bank_x) == 0 or len(query_x) == 0:
         raise ValueError("k-NN evaluation needs labelled patches in both the training and validation tiles")
     n_classes = len(class_names) if class_names else int(max(bank_y.max(), query_y.max())) + 1
     backbone = backbone.to(device)
-    bank = embed(backbone, normalise_rgb(bank_x), batch_size, device)
-    queries = embed(backbone, normalise_rgb(query_x), batch_size, device)
-    pred = knn_predict(bank, torch.as_tensor(bank_y), queries, k, temperature, n_classes).numpy()
+    bank_emb = embed(backbone, normalise_rgb(bank_x), batch_size, device)
+    query_emb = embed(backbone, normalise_rgb(query_x), batch_size, device)
+    pred = knn_predict(bank_emb, torch.as_tensor(bank_y), query_emb, k, temperature, n_classes).numpy()
     scores = classification_scores(pred, query_y, n_classes)
     names = list(class_names) if class_names else [str(c) for c in range(n_classes)]
     summary = {
@@ -253,16 +270,17 @@ class KNNEvaluation:
         train_items = load_datalist(self.dataset_dir, "training", require=("image", "label"))
         val_items = load_datalist(self.dataset_dir, "validation", require=("image", "label"))
         names = dataset_class_names(self.dataset_dir)
-        kwargs = {"patch": self.patch, "k": self.k, "temperature": self.temperature, "ignore": self.ignore,
-                  "class_names": names, "device": self.device}
-        summary, rows = knn_evaluation(backbone, train_items, val_items, **kwargs)
+        bank = patch_set(train_items, self.patch, ignore=self.ignore)  # cut once, scored for every encoder
+        queries = patch_set(val_items, self.patch, ignore=self.ignore)
+        kwargs = {"k": self.k, "temperature": self.temperature, "class_names": names, "device": self.device}
+        summary, rows = knn_on_patches(backbone, bank, queries, **kwargs)
         if self.baseline_arch and self.baseline_seeds:
             per_seed = []
             for seed in self.baseline_seeds:
                 with torch.random.fork_rng():
                     torch.manual_seed(seed)
                     baseline = resnet_backbone(self.baseline_arch)
-                base, _ = knn_evaluation(baseline, train_items, val_items, **kwargs)
+                base, _ = knn_on_patches(baseline, bank, queries, **kwargs)
                 per_seed.append({"seed": seed, **{k: base[k] for k in ("knn_accuracy", "knn_balanced_accuracy", "recall")}})
             mean = {k: float(np.mean([r[k] for r in per_seed])) for k in ("knn_accuracy", "knn_balanced_accuracy")}
             recall = {c: float(np.mean([r["recall"][c] for r in per_seed if c in r["recall"]])) for c in summary["recall"]}

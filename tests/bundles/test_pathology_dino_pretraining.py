@@ -6,7 +6,7 @@ Runs the bundle's own configs (train.json, then inference.json + evaluate.json) 
 ``monai.bundle run``: a ResNet-18 on random 48-px patches of 240 tiles, cut into 32-px global and
 16-px local views (the scale of the 32-px patches the k-NN classifies), about 300 steps of batch 32 (two
 CPU minutes). Stain and colour jitter are off at this budget: with them the teacher drifts towards the
-uniform output and the features gain little over a random encoder (model card, "What was measured
+uniform output and the features gain less over random encoders (model card, "What was measured
 here"). The k-NN is scored on a separate labelled set (600 tiles, seed 1: 3,240 bank and 1,080 query
 patches) against three random encoders.
 """
