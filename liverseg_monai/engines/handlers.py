@@ -19,8 +19,8 @@ from monai.handlers import CheckpointSaver
 from monai.utils import min_version, optional_import
 
 from liverseg_monai.io.atomic import atomic_path, atomic_write_text
+from liverseg_monai.io.naming import case_stem
 from liverseg_monai.metrics.ct import case_metrics, summarise
-from liverseg_monai.transforms.overlay import case_stem
 from liverseg_monai.transforms.validate import _affine, source_name
 
 Events, _ = optional_import("ignite.engine", "0.4.4", min_version, "Events")

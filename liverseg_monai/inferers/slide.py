@@ -290,23 +290,10 @@ def _save_overlay(path: Path, thumbnail: np.ndarray, labels: DiskArray) -> None:
 
 
 def slide_stem(path: str | os.PathLike) -> str:
-    """File name without slide suffixes: ``a/b/case1.ome.tiff`` -> ``case1``."""
-    name = Path(path).name
-    for suffix in (
-        ".ome.tiff",
-        ".ome.tif",
-        ".tiff",
-        ".tif",
-        ".svs",
-        ".ndpi",
-        ".scn",
-        ".mrxs",
-        ".bif",
-        ".vms",
-    ):
-        if name.lower().endswith(suffix):
-            return name[: -len(suffix)]
-    return Path(name).stem
+    """File name without slide suffixes: ``a/b/case1.ome.tiff`` -> ``case1`` (:func:`liverseg_monai.io.naming.case_stem`)."""
+    from liverseg_monai.io.naming import case_stem
+
+    return case_stem(path)
 
 
 # ---------------------------------------------------------------------------------- the inferer

@@ -11,6 +11,7 @@ import torch
 from monai.config import KeysCollection
 from monai.transforms import MapTransform
 
+from liverseg_monai.io.naming import case_stem
 from liverseg_monai.transforms.validate import _affine, source_name
 from liverseg_monai.visualize import save_overlay
 
@@ -23,15 +24,6 @@ def to_ras(array: np.ndarray, affine: np.ndarray | None) -> np.ndarray:
 
     ornt = nio.ornt_transform(nio.io_orientation(affine), nio.axcodes2ornt("RAS"))
     return nio.apply_orientation(array, ornt)
-
-
-def case_stem(path: str) -> str:
-    """``/a/volume-3.nii.gz`` -> ``volume-3``; a DICOM folder gives its folder name."""
-    name = os.path.basename(str(path).rstrip("/"))
-    for ext in (".nii.gz", ".nii", ".nrrd", ".mha", ".png", ".tif", ".tiff", ".dcm"):
-        if name.lower().endswith(ext):
-            return name[: -len(ext)]
-    return name
 
 
 class SaveOverlayd(MapTransform):

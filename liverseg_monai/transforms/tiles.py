@@ -23,7 +23,7 @@ from monai.transforms import MapTransform
 from liverseg_monai.data.readers_pathology import read_label_map, read_rgb
 from liverseg_monai.errors import InputError
 from liverseg_monai.io.atomic import atomic_path
-from liverseg_monai.transforms.overlay import case_stem
+from liverseg_monai.io.naming import case_stem
 from liverseg_monai.transforms.validate import source_name
 
 
