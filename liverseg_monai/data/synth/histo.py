@@ -43,6 +43,10 @@ HISTO_CLASSES: tuple[str, ...] = (
     "steatosis",  # 6 fat vacuoles
 )
 BACKGROUND, PARENCHYMA, PORTAL, VESSEL, DUCT, INFLAMMATION, STEATOSIS = range(7)
+# "basic": the shader of this module (the default, unchanged outputs); "full": realistic microanatomy
+# (:mod:`liverseg_monai.data.synth.lobule`), stain sites and scan artefacts
+# (:mod:`liverseg_monai.data.synth.acquisition`)
+REALISM: tuple[str, ...] = ("basic", "full")
 
 # optical-density vectors (R, G, B): hematoxylin (Ruifrok & Johnston), eosin (between Ruifrok's and
 # typical Macenko estimates, pinker than magenta) and a blood (red cell) vector
@@ -129,6 +133,12 @@ class HistoField:
         region_probs: probabilities of glass, parenchyma and portal tract per region.
         steatotic_prob: probability that a parenchyma region is steatotic (has fat vacuoles).
         tissue: optional ``f(y, x) -> bool`` mask; pixels outside are glass (slides use it).
+        realism: ``"basic"`` (this module's shader) or ``"full"`` (hepatic lobules with hepatocytes,
+            sinusoids, central veins, portal triads, interface inflammation and macro- and
+            microvesicular steatosis: :func:`liverseg_monai.data.synth.lobule.render_lobules`).
+        lobule_px: central-vein spacing for ``"full"`` (default ``2 * region_px``); regions then only
+            decide glass, and ``steatotic_prob`` applies per lobule.
+        inflammation_prob: for ``"full"``, the share of portal tracts with an interface infiltrate.
     """
 
     seed: int = 0
@@ -137,6 +147,13 @@ class HistoField:
     region_probs: tuple[float, float, float] = (0.12, 0.58, 0.30)
     steatotic_prob: float = 0.45
     tissue: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = field(default=None, repr=False)
+    realism: str = "basic"
+    lobule_px: float | None = None
+    inflammation_prob: float = 0.5
+
+    def __post_init__(self) -> None:
+        if self.realism not in REALISM:
+            raise ValueError(f"realism must be one of {REALISM}, got {self.realism!r}")
 
     # ---- regions
     def regions(self, y: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -203,6 +220,10 @@ class HistoField:
     # ---- everything
     def render(self, y0: int, x0: int, h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
         """Concentrations (h, w, 3: hematoxylin, eosin, blood) and class labels (h, w) of a window."""
+        if self.realism == "full":
+            from liverseg_monai.data.synth.lobule import render_lobules
+
+            return render_lobules(self, y0, x0, h, w)
         s, k = self.seed, self.scale
         y, x = np.meshgrid(
             np.arange(y0, y0 + h, dtype=np.float64), np.arange(x0, x0 + w, dtype=np.float64), indexing="ij"
