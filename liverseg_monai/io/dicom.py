@@ -67,15 +67,15 @@ class _Slice:
 
 
 _FRAME_ATTRIBUTES = ("SOPClassUID", "SOPInstanceUID", "SeriesInstanceUID", "StudyInstanceUID", "FrameOfReferenceUID",
-                     "PatientID", "Modality", "SeriesDescription", "Rows", "Columns", "SamplesPerPixel")
+                     "PatientID", "Modality", "SeriesDescription", "Rows", "Columns", "SamplesPerPixel", "ImageType")
 
 
 def _frames(path: Path, ds: Dataset) -> list[tuple[Path, Dataset]]:
     """A multi-frame (Enhanced / Legacy Converted Enhanced CT) file as one entry per frame.
 
     Each frame's entry carries what a one-slice file would: ImagePositionPatient, ImageOrientationPatient,
-    PixelSpacing, SliceThickness and RescaleSlope / Intercept from its per-frame functional groups, else
-    the shared ones; the file's dataset and the frame index travel along for decoding.
+    PixelSpacing, SliceThickness, RescaleSlope / Intercept / Type and FrameType from its per-frame
+    functional groups, else the shared ones; the file's dataset and the frame index travel along for decoding.
     """
     n = int(ds.get("NumberOfFrames", 1) or 1)
     if "PerFrameFunctionalGroupsSequence" not in ds or not _is_image(ds):  # a classic one-slice file (or a SEG)
@@ -100,7 +100,8 @@ def _frames(path: Path, ds: Dataset) -> list[tuple[Path, Dataset]]:
         for seq, keys in (("PlanePositionSequence", ("ImagePositionPatient",)),
                           ("PlaneOrientationSequence", ("ImageOrientationPatient",)),
                           ("PixelMeasuresSequence", ("PixelSpacing", "SliceThickness", "SpacingBetweenSlices")),
-                          ("PixelValueTransformationSequence", ("RescaleSlope", "RescaleIntercept"))):
+                          ("PixelValueTransformationSequence", ("RescaleSlope", "RescaleIntercept", "RescaleType")),
+                          ("CTImageFrameTypeSequence", ("FrameType",))):
             g = group(item, seq)
             for key in keys:
                 if g is not None and key in g:
@@ -206,6 +207,49 @@ def _check_image(path: Path, ds: Dataset, modality: str | Sequence[str] | None) 
             raise InputError(path, f"lacks {key}: cannot place this slice in patient space")
     if int(ds.get("SamplesPerPixel", 1)) != 1:
         raise InputError(path, f"has {ds.SamplesPerPixel} samples per pixel; expected a greyscale CT slice")
+
+
+# ImageType / FrameType values of CT maps whose pixels are not Hounsfield units (perfusion and other
+# parametric maps, material-decomposition maps)
+NON_HU_IMAGE_TYPES = frozenset({
+    "PERFUSION", "PARAMETRIC", "PARAMETRIC_MAP", "CBF", "CBV", "MTT", "TTP", "TMAX", "BLOOD_FLOW",
+    "BLOOD_VOLUME", "PERMEABILITY", "IODINE", "IODINE_MAP", "EFFECTIVE_Z", "ZEFF", "ELECTRON_DENSITY",
+})
+
+
+def _values(ds: Dataset, key: str) -> list[str]:
+    value = ds.get(key)
+    if value in (None, ""):
+        return []
+    values = [value] if isinstance(value, str) else list(value)
+    return [str(v).strip().upper() for v in values]
+
+
+def check_hounsfield(path: str | os.PathLike, ds: Dataset) -> None:
+    """Refuse a CT slice (or enhanced-CT frame) whose rescaled values are not Hounsfield units.
+
+    A present ``RescaleType`` other than ``HU`` (for example ``US``, unspecified, of a perfusion map in
+    ml/100ml/min; in an enhanced CT it sits in the Pixel Value Transformation functional group) is
+    refused. Without ``RescaleType`` (CT defaults to HU), a ``DERIVED`` ImageType / FrameType naming a
+    perfusion or other parametric map (:data:`NON_HU_IMAGE_TYPES`) is refused too. Windows, intensity
+    priors and the networks all assume HU: such data would give a silent wrong answer.
+
+    Raises:
+        InputError: naming ``path`` and the attribute that shows the values are not HU.
+    """
+    rescale_type = ds.get("RescaleType")
+    if rescale_type not in (None, ""):
+        if str(rescale_type).strip().upper() != "HU":
+            raise InputError(path, f"RescaleType is {str(rescale_type)!r}, not 'HU': the pixel values are not "
+                                   "Hounsfield units (a perfusion or other parametric map?); the CT models need a HU series")
+        return
+    for key in ("ImageType", "FrameType"):
+        values = _values(ds, key)
+        flavour = sorted(NON_HU_IMAGE_TYPES & set(values))
+        if values and values[0] == "DERIVED" and flavour:
+            shown = "\\".join(values)
+            raise InputError(path, f"{key} {shown} marks a derived {flavour[0].lower()} map, not Hounsfield "
+                                   "units; the CT models need a HU series")
 
 
 def _floats(path: Path, ds: Dataset, key: str, n: int) -> np.ndarray:
@@ -346,12 +390,16 @@ def read_series(folder: str | os.PathLike, series_uid: str | None = None,
 
     Raises:
         InputError: naming the folder or file for an empty folder, several series, a SEG or
-            non-CT file, a missing slice, inconsistent spacing/orientation/size, or an unreadable file.
+            non-CT file, a missing slice, inconsistent spacing/orientation/size, an unreadable file,
+            or a CT whose values are not Hounsfield units (:func:`check_hounsfield`).
 
     Example:
         >>> array, affine, meta = read_series("HCC_001/study/series")  # doctest: +SKIP
     """
     folder, geo = _collect(folder, series_uid, modality, stop_before_pixels=False)
+    for s in geo.slices:
+        if s.ds.get("Modality") == "CT":
+            check_hounsfield(s.path, s.ds)
     array = np.empty(geo.shape, np.float32)
     for k, s in enumerate(geo.slices):
         array[:, :, k] = _slice_hu(s).T

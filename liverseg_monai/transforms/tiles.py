@@ -22,7 +22,7 @@ from monai.transforms import MapTransform
 
 from liverseg_monai.data.readers_pathology import read_label_map, read_rgb
 from liverseg_monai.errors import InputError
-from liverseg_monai.io.atomic import atomic_path
+from liverseg_monai.io.atomic import all_or_none, atomic_path
 from liverseg_monai.io.naming import case_stem
 from liverseg_monai.transforms.validate import source_name
 
@@ -118,7 +118,9 @@ def _index_map(x) -> np.ndarray:
 
 
 class SaveTilePredictiond(MapTransform):
-    """Write ``<output_dir>/<tile>_<postfix>.png`` (class indices) and ``<tile>_overlay.png``.
+    """Write ``<output_dir>/<tile>_<postfix>.png`` (class indices) and ``<tile>_overlay.png``, both or neither.
+
+    ``<tile>`` is the tile's :func:`~liverseg_monai.io.naming.case_stem` (``histo.jpg`` -> ``histo``).
 
     The prediction (``(1, H, W)`` indices or ``(C, H, W)`` one-hot) must be on the tile's grid; the
     overlay shows the original tile file (read again from ``image_key``'s source) with the prediction
@@ -156,9 +158,10 @@ class SaveTilePredictiond(MapTransform):
             source = source_name(d[self.image_key])
             stem = case_stem(source)
             pred = _index_map(d[key])
-            save_label_png(self.output_dir / f"{stem}_{self.postfix}.png", pred)
-            if self.overlay:
-                rgb = read_rgb(source)
-                ref = _index_map(d[self.label_key]) if self.label_key and self.label_key in d else None
-                save_overlay(self.output_dir / f"{stem}_overlay.png", rgb, pred, ref, window=None, title=stem)
+            with all_or_none():  # the label PNG and the overlay appear together or not at all
+                save_label_png(self.output_dir / f"{stem}_{self.postfix}.png", pred)
+                if self.overlay:
+                    rgb = read_rgb(source)
+                    ref = _index_map(d[self.label_key]) if self.label_key and self.label_key in d else None
+                    save_overlay(self.output_dir / f"{stem}_overlay.png", rgb, pred, ref, window=None, title=stem)
         return d

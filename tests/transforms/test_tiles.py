@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 
@@ -42,3 +43,23 @@ def test_save_prediction_and_overlay(tmp_path):
     np.testing.assert_array_equal(np.asarray(Image.open(out / "tile_7_seg.png")), saved)
     save_label_png(out / "x.png", np.ones((3, 3), np.int64))
     assert sorted(p.name for p in out.iterdir()) == ["tile_7_label.png", "tile_7_overlay.png", "tile_7_seg.png", "x.png"]
+
+
+def test_outputs_are_named_by_the_stem_for_every_tile_format(tmp_path):
+    rgb = np.full((8, 8, 3), 120, np.uint8)
+    out = tmp_path / "out"
+    for i, ext in enumerate((".jpg", ".jpeg", ".bmp", ".tif")):
+        item = LoadTiled(label_key=None)({"image": _write(tmp_path / f"histo{i}{ext}", rgb)})
+        SaveTilePredictiond(output_dir=out)({**item, "pred": torch.ones(1, 8, 8)})
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        f"histo{i}_{what}.png" for i in range(4) for what in ("label", "overlay"))
+
+
+def test_a_failed_overlay_leaves_no_label_png(tmp_path):
+    rgb = np.full((8, 8, 3), 120, np.uint8)
+    item = LoadTiled(label_key=None)({"image": _write(tmp_path / "histo.jpg", rgb)})
+    (tmp_path / "histo.jpg").unlink()  # the overlay reads the tile again: it fails
+    out = tmp_path / "out"
+    with pytest.raises(Exception, match="histo.jpg"):
+        SaveTilePredictiond(output_dir=out)({**item, "pred": torch.ones(1, 8, 8)})
+    assert not out.exists() or list(out.iterdir()) == []
