@@ -25,6 +25,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from scipy import ndimage
@@ -32,6 +33,9 @@ from scipy import ndimage
 from liverseg_monai.data.datalist import write_datalist
 from liverseg_monai.data.synth import split_names
 from liverseg_monai.io.atomic import atomic_path
+
+if TYPE_CHECKING:
+    from liverseg_monai.data.synth.acquisition import Acquisition
 
 HISTO_CLASSES: tuple[str, ...] = (
     "background",  # 0 glass
@@ -407,6 +411,9 @@ def make_histo_tile(
     size: int | tuple[int, int] = 128,
     scale: float | None = None,
     stain_jitter: float = 1.0,
+    realism: str = "basic",
+    stain: Stain | None = None,
+    acquisition: Acquisition | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """One synthetic H&E tile and its label map.
 
@@ -415,12 +422,38 @@ def make_histo_tile(
         size: tile size ``S`` or ``(H, W)`` in pixels.
         scale: cell size multiplier (default: drawn in [0.8, 1.25], ~1 micron per pixel).
         stain_jitter: strength of the per-tile stain variation (0: the reference H&E stain).
+        realism: ``"basic"`` (the default, unchanged) or ``"full"``: hepatic lobules drawn from their
+            microanatomy (:mod:`liverseg_monai.data.synth.lobule`), the stain of a site with a small
+            per-section variation, and the scan's focus blur and JPEG compression
+            (:mod:`liverseg_monai.data.synth.acquisition`).
+        stain: ``"full"`` only: the site's stain (default: a new site drawn from ``rng``).
+        acquisition: ``"full"`` only: blur and JPEG of this tile (default: drawn from ``rng``).
 
     Returns:
         ``(rgb, label)``: uint8 ``(H, W, 3)`` and uint8 ``(H, W)`` class indices of :data:`HISTO_CLASSES`.
     """
     h, w = (size, size) if np.isscalar(size) else (int(size[0]), int(size[1]))
     k = float(rng.uniform(0.8, 1.25)) if scale is None else float(scale)
+    if realism == "full":
+        from liverseg_monai.data.synth.acquisition import Acquisition, site_stain, vary_stain
+
+        # lobules at about half their real size (central vein to central vein ~240-340 um)
+        fld = HistoField(
+            seed=int(rng.integers(0, 2**31 - 1)),
+            scale=k,
+            region_px=float(max(h, w) * rng.uniform(0.5, 1.0)),
+            region_probs=(0.08, 0.62, 0.30),
+            realism="full",
+            lobule_px=float(k * rng.uniform(240, 340)),
+        )
+        y0, x0 = (int(v) for v in rng.integers(-(10**6), 10**6, size=2))
+        conc, label = fld.render(y0, x0, h, w)
+        site = site_stain(rng, stain_jitter) if stain is None else stain
+        rgb = vary_stain(site, rng, stain_jitter).to_rgb(conc, rng, k)
+        scan = Acquisition.draw(rng, k) if acquisition is None else acquisition
+        return scan.apply(rgb), label
+    if realism != "basic":
+        raise ValueError(f"realism must be one of {REALISM}, got {realism!r}")
     fld = HistoField(
         seed=int(rng.integers(0, 2**31 - 1)),
         scale=k,
@@ -448,13 +481,19 @@ def synth_histo(
     size: int = 128,
     scale: float | None = None,
     stain_jitter: float = 1.0,
+    realism: str = "basic",
+    sites: int = 3,
 ) -> Path:
     """Write ``n`` H&E tiles with label maps and a ``dataset.json``.
 
     Layout: ``images/tile_XXXX.png`` (RGB), ``labels/tile_XXXX.png`` (uint8 class indices of
     :data:`HISTO_CLASSES`). Split 60/20/20 into training (with folds), validation and testing; testing
     items carry their labels too so evaluation can use them. ``dataset.json`` has an extra key
-    ``classes`` with the class names.
+    ``classes`` with the class names. With ``realism="full"`` each item also has ``site`` (its
+    staining site), and ``dataset.json`` the extra keys ``stain_sites`` (per site: the H, E and blood
+    optical-density vectors and concentration scales, see
+    :func:`liverseg_monai.data.synth.acquisition.stain_record`) and ``acquisition`` (per image: focus
+    blur sigma and JPEG quality, 0 when none).
 
     Args:
         out: output folder (created).
@@ -462,21 +501,45 @@ def synth_histo(
         n: number of tiles.
         size: tile edge in pixels.
         scale: cell size multiplier (``None``: varies per tile).
-        stain_jitter: per-tile stain variation strength.
+        stain_jitter: per-tile stain variation strength (``"full"``: between-site spread).
+        realism: ``"basic"`` (default) or ``"full"`` (see :func:`make_histo_tile`).
+        sites: ``"full"`` only: number of staining sites; tile ``i`` comes from site ``i % sites``.
     """
+    if realism not in REALISM:
+        raise ValueError(f"realism must be one of {REALISM}, got {realism!r}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     parts = split_names(n)
     content: dict = {"training": [], "validation": [], "testing": []}
+    full = realism == "full"
+    if full:
+        from liverseg_monai.data.synth.acquisition import Acquisition, site_stain, stain_record
+
+        site_stains = [site_stain(np.random.default_rng([seed, 7919, j]), stain_jitter) for j in range(sites)]
+        acquisitions: dict[str, dict] = {}
     for i in range(n):
         rng = np.random.default_rng(seed * 100003 + i)
-        rgb, label = make_histo_tile(rng, size, scale=scale, stain_jitter=stain_jitter)
         image_rel, label_rel = f"images/tile_{i:04d}.png", f"labels/tile_{i:04d}.png"
+        item: dict = {"image": image_rel, "label": label_rel}
+        if full:
+            k = float(rng.uniform(0.8, 1.25)) if scale is None else float(scale)
+            scan = Acquisition.draw(rng, k)
+            rgb, label = make_histo_tile(
+                rng, size, scale=k, stain_jitter=stain_jitter, realism="full",
+                stain=site_stains[i % sites], acquisition=scan,
+            )
+            item["site"] = i % sites
+            acquisitions[image_rel] = scan.record()
+        else:
+            rgb, label = make_histo_tile(rng, size, scale=scale, stain_jitter=stain_jitter)
         save_png(out / image_rel, rgb)
         save_png(out / label_rel, label)
-        item = {"image": image_rel, "label": label_rel}
         if parts[i] == "training":
             item["fold"] = len(content["training"]) % 5
         content[parts[i]].append(item)
     content["classes"] = list(HISTO_CLASSES)
+    if full:
+        content["realism"] = realism
+        content["stain_sites"] = [stain_record(st) for st in site_stains]
+        content["acquisition"] = acquisitions
     return write_datalist(out, content)
