@@ -78,10 +78,14 @@ class SlideRenderer:
         stain: the slide's stain (one per slide, like one staining run).
         seed: seed of the per-tile sensor noise.
         labels: a :class:`DiskArray` ``(H, W)`` receiving the labels as tiles are rendered, or None.
+        scan_artefacts: scan each tissue tile like a slide scanner (realism ``"full"``): some tiles
+            out of focus, some re-compressed by JPEG (:class:`~liverseg_monai.data.synth.acquisition.Acquisition`).
     """
 
-    def __init__(self, field: HistoField, stain: Stain, seed: int, labels: DiskArray | None, width: int):
+    def __init__(self, field: HistoField, stain: Stain, seed: int, labels: DiskArray | None, width: int,
+                 scan_artefacts: bool = False):
         self.field, self.stain, self.seed = field, stain, seed
+        self.scan_artefacts = scan_artefacts
         self.labels, self.width = labels, width
         self._band: np.ndarray | None = None
         self.halo = int(np.ceil(3 * stain.blur * field.scale)) + 1
@@ -100,6 +104,12 @@ class SlideRenderer:
             conc, label = self.field.render(y - m, x - m, h + 2 * m, w + 2 * m)
             rgb = self.stain.to_rgb(conc, rng, self.field.scale)[m : m + h, m : m + w]
             label = label[m : m + h, m : m + w]
+            if self.scan_artefacts:
+                from liverseg_monai.data.synth.acquisition import Acquisition
+
+                scan = Acquisition.draw(np.random.default_rng([self.seed, 1, y, x]), self.field.scale,
+                                        blur_probability=0.15, jpeg_probability=0.3)
+                rgb = scan.apply(rgb)
         else:  # glass only: skip the field, render the blank background with the same stain
             conc = np.zeros((h, w, 3))
             conc[..., 1] = 0.012 + 0.012 * value_noise(
@@ -130,8 +140,15 @@ def synth_slide(
     layout: str = "pages",
     level_factor: int = 2,
     progress: bool = True,
+    realism: str = "basic",
 ) -> Path:
     """Write ``n`` synthetic pyramidal H&E slides with label slides and a ``dataset.json``.
+
+    With ``realism="full"`` the tissue is the lobular microanatomy of
+    :mod:`liverseg_monai.data.synth.lobule` (central veins ``2 * region_um`` apart), each slide is
+    stained by its own site (:func:`~liverseg_monai.data.synth.acquisition.site_stain`, recorded under
+    the extra key ``stain_sites``, and ``site`` in each item) and scanned with some tiles out of
+    focus and some re-compressed (focus blur, JPEG quality 60-90).
 
     Args:
         out: output folder (created).
@@ -147,11 +164,17 @@ def synth_slide(
             :func:`liverseg_monai.io.slide.write_pyramid`.
         level_factor: downsample between pyramid levels (2 or 4).
         progress: show progress bars.
+        realism: ``"basic"`` (default, unchanged) or ``"full"``.
     """
+    from liverseg_monai.data.synth.histo import REALISM
+
+    if realism not in REALISM:
+        raise ValueError(f"realism must be one of {REALISM}, got {realism!r}")
+    full = realism == "full"
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     width, height, mpp = int(width), int(height), float(mpp)
-    items = []
+    items, sites = [], []
     for k in range(n):
         rng = np.random.default_rng(seed * 1009 + k)
         tissue = SlideTissue(height, width, rng)
@@ -162,12 +185,19 @@ def synth_slide(
             region_px=region_um / mpp,
             region_probs=(0.03, 0.64, 0.33),
             tissue=tissue,
+            realism=realism,
         )
-        stain = Stain.jittered(rng, 0.7)
+        if full:
+            from liverseg_monai.data.synth.acquisition import site_stain, stain_record
+
+            stain = site_stain(np.random.default_rng([seed, 7919, k]))
+            sites.append(stain_record(stain))
+        else:
+            stain = Stain.jittered(rng, 0.7)
         image_rel, label_rel = f"slide_{k}.tiff", f"slide_{k}_label.tiff"
         labels = DiskArray(out / f".slide_{k}_label.raw", (height, width), np.uint8)
         try:
-            render = SlideRenderer(field, stain, int(rng.integers(0, 2**31 - 1)), labels, width)
+            render = SlideRenderer(field, stain, int(rng.integers(0, 2**31 - 1)), labels, width, scan_artefacts=full)
             write_pyramid(
                 out / image_rel,
                 render,
@@ -195,6 +225,8 @@ def synth_slide(
         finally:
             labels.close()
             labels.path.unlink(missing_ok=True)
-        items.append({"image": image_rel, "label": label_rel})
+        items.append({"image": image_rel, "label": label_rel, **({"site": k} if full else {})})
     content = {"training": [], "validation": [], "testing": items, "classes": list(HISTO_CLASSES), "mpp": mpp}
+    if full:
+        content.update(realism=realism, stain_sites=sites)
     return write_datalist(out, content)
