@@ -11,6 +11,22 @@ touch or overlap without a visible boundary (the hard case of Guo et al., arXiv:
 
 Overlapping droplets share their overlap by nearest (normalised) centre, so every pixel belongs to at
 most one droplet, as in an instance label image.
+
+``realism="full"`` (default ``"basic"``, this module's original look, unchanged) draws what a real
+steatotic biopsy shows (Guo et al.'s droplets on the microanatomy of
+:mod:`liverseg_monai.data.synth.lobule`):
+
+- background: hepatocyte plates, sinusoids, central veins, portal tracts and infiltrates at their
+  physical size (``1 / mpp`` pixels per micron), no fat of their own; droplets lie only in parenchyma;
+- clumps of 2-6 droplets: some overlap (the union is one clump with no membrane inside, the instance
+  labels split the overlap by nearest normalised centre as above), others only touch, separated by a
+  1-2 px gap that the membrane fills;
+- membranes: a thin (1-2 px) eosinophilic rim of compressed cytoplasm around every droplet and clump,
+  in the gaps between touching droplets too;
+- displaced nuclei: large droplets push their hepatocyte's nucleus to the rim, where it lies as a
+  dark crescent hugging the droplet;
+- staining and scanning: the stain of a site (recorded as ``stain_sites`` / item ``site``), focus
+  blur and JPEG compression on some tiles (:mod:`liverseg_monai.data.synth.acquisition`).
 """
 
 from __future__ import annotations
@@ -100,11 +116,14 @@ def _sample_droplets(
     n_clumps: int,
     clump_size: tuple[int, int],
     contained: bool = False,
+    membranes: bool = False,
 ) -> list[tuple[float, float, float, float, float]]:
     """Droplet ellipses (cy, cx, a, b, theta): isolated ones and clumps of touching/overlapping ones.
 
     With ``contained`` every droplet lies inside the square (slides sample cell by cell this way, so
-    droplets of neighbouring cells never collide).
+    droplets of neighbouring cells never collide). With ``membranes`` (realism ``"full"``) droplets are
+    rounder and a clump member either overlaps its neighbour (centres 55-90 % of the summed radii
+    apart) or touches it across a 1-2.5 px gap left for the membrane between them.
     """
     occupied = blocked.copy()
     yy, xx = np.mgrid[0:size, 0:size]
@@ -116,6 +135,14 @@ def _sample_droplets(
     def ellipse(cy, cx, r) -> tuple[float, float, float, float, float]:
         ratio = rng.uniform(0.72, 1.0)
         return (cy, cx, r, r * ratio, rng.uniform(0, np.pi))
+
+    def round_ellipse(cy, cx, r) -> tuple[float, float, float, float, float]:
+        return (cy, cx, r, r * rng.uniform(0.85, 1.0), rng.uniform(0, np.pi))
+
+    def radius_towards(e, angle: float) -> float:
+        """Distance from an ellipse's centre to its border in direction ``angle``."""
+        _, _, a, b, theta = e
+        return a * b / np.hypot(b * np.cos(angle - theta), a * np.sin(angle - theta))
 
     def footprint(group, margin: float) -> np.ndarray:
         fp = np.zeros((size, size), bool)
@@ -138,11 +165,17 @@ def _sample_droplets(
             k = int(rng.integers(clump_size[0], clump_size[1] + 1))
             r0 = draw_radius()
             cy, cx = rng.uniform(-r0 * 0.3, size + r0 * 0.3, 2)
-            group = [ellipse(cy, cx, r0)]
+            group = [ellipse(cy, cx, r0) if not membranes else round_ellipse(cy, cx, r0)]
             for _ in range(k - 1):
                 base = group[int(rng.integers(len(group)))]
                 r = draw_radius()
                 angle = rng.uniform(0, 2 * np.pi)
+                if membranes:
+                    new = round_ellipse(0.0, 0.0, r)
+                    reach = radius_towards(base, angle) + radius_towards(new, angle + np.pi)
+                    dist = reach + rng.uniform(1.0, 2.5) if rng.random() < 0.5 else reach * rng.uniform(0.55, 0.9)
+                    group.append((base[0] + dist * np.sin(angle), base[1] + dist * np.cos(angle), *new[2:]))
+                    continue
                 dist = (base[3] + r * 0.85) * rng.uniform(0.72, 0.98)  # overlapping to just touching
                 group.append(ellipse(base[0] + dist * np.sin(angle), base[1] + dist * np.cos(angle), r))
             if place(group):
@@ -151,7 +184,7 @@ def _sample_droplets(
         for _attempt in range(40):
             r = draw_radius()
             cy, cx = rng.uniform(0, size, 2)
-            if place([ellipse(cy, cx, r)]):
+            if place([ellipse(cy, cx, r) if not membranes else round_ellipse(cy, cx, r)]):
                 break
     return droplets
 
@@ -199,16 +232,75 @@ def paint_droplets(rgb: np.ndarray, label: np.ndarray, rng: np.random.Generator)
     return rgb
 
 
+def paint_droplets_conc(
+    conc: np.ndarray,
+    label: np.ndarray,
+    droplets,
+    offset: tuple[int, int],
+    seed: int,
+    nucleus_px: float,
+    membrane_px: int = 1,
+) -> np.ndarray:
+    """Paint droplets into haematoxylin/eosin/blood concentrations (realism ``"full"``), in place.
+
+    Fat (``label > 0``) is clear; a ``membrane_px`` rim of compressed eosinophilic cytoplasm surrounds
+    every droplet and clump and fills the gaps between touching droplets (none inside an overlap);
+    about half the droplets larger than a nucleus carry their hepatocyte's nucleus as a dark crescent
+    on the rim (decided by a hash of the droplet, so every window of a slide agrees).
+
+    Args:
+        conc: ``(h, w, 3)`` concentrations of the window (see
+            :meth:`liverseg_monai.data.synth.histo.HistoField.render`).
+        label: droplet ids of the window (0: none).
+        droplets: the ``(cy, cx, a, b, theta)`` ellipses that may reach the window.
+        offset: the window's top-left ``(y, x)`` in the droplets' coordinates.
+        seed: seed of the crescent decisions.
+        nucleus_px: hepatocyte nucleus radius in pixels.
+        membrane_px: membrane thickness in pixels.
+    """
+    from liverseg_monai.data.synth.histo import hash_uniform
+
+    fat = label > 0
+    rim = ndi.binary_dilation(fat, iterations=membrane_px) & ~fat
+    h, w = label.shape
+    yy, xx = np.mgrid[offset[0] : offset[0] + h, offset[1] : offset[1] + w].astype(float)
+    crescent = np.zeros((h, w))
+    rn = float(nucleus_px)
+    for cy, cx, a, b, _ in droplets:
+        if a < 1.2 * rn or cy + a + 3 * rn < offset[0] or cy - a - 3 * rn > offset[0] + h:
+            continue
+        if cx + a + 3 * rn < offset[1] or cx - a - 3 * rn > offset[1] + w:
+            continue
+        key_y, key_x = int(round(cy * 64)), int(round(cx * 64))
+        if hash_uniform(seed, key_y, key_x, 1) >= 0.5:
+            continue
+        phi = 2 * np.pi * float(hash_uniform(seed, key_y, key_x, 2))
+        r0 = 0.5 * (a + b) + 0.25 * rn
+        ny, nx = cy + r0 * np.sin(phi), cx + r0 * np.cos(phi)
+        rad = (yy - ny) * np.sin(phi) + (xx - nx) * np.cos(phi)
+        tan = -(yy - ny) * np.cos(phi) + (xx - nx) * np.sin(phi)
+        crescent = np.maximum(crescent, np.clip((1 - np.hypot(rad / (0.55 * rn), tan / (1.4 * rn))) / 0.2, 0, 1))
+    crescent[fat] = 0
+    conc[..., 0] = np.where(crescent > 0, np.maximum(conc[..., 0], 1.05 * crescent), conc[..., 0])
+    conc[rim] = (0.03, 0.40, 0.0)
+    conc[fat] = (0.004, 0.01, 0.0)
+    return conc
+
+
 def make_steatosis_tile(
     rng: np.random.Generator,
     size: int = 256,
     radius: tuple[float, float] = (5.0, 16.0),
     n_single: tuple[int, int] = (6, 12),
     n_clumps: tuple[int, int] = (4, 7),
-    clump_size: tuple[int, int] = (2, 4),
+    clump_size: tuple[int, int] | None = None,
     glass_probability: float = 0.35,
     background: str = "builtin",
     density: float = 1.0,
+    realism: str = "basic",
+    mpp: float = 0.5,
+    stain=None,
+    acquisition=None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """One RGB uint8 tile (H, W, 3) and its uint16 instance label image (H, W).
 
@@ -216,17 +308,32 @@ def make_steatosis_tile(
         rng: the random generator (the tile is a function of its state).
         size: tile side in pixels.
         radius: droplet radius range in pixels (log-uniform).
-        n_single: range of isolated droplets; n_clumps: range of clumps; clump_size: droplets per clump.
+        n_single: range of isolated droplets; n_clumps: range of clumps; clump_size: droplets per clump
+            (default 2-4, 2-6 with ``realism="full"``).
         glass_probability: chance of a bare-glass region entering the tile.
         density: multiplies the number of droplets and clumps (they scale with the tile area too).
         background: ``"builtin"`` texture, or ``"histo"`` for
-            :func:`liverseg_monai.data.synth.histo.make_histo_tile` when that module is installed.
+            :func:`liverseg_monai.data.synth.histo.make_histo_tile` (basic realism only).
+        realism: ``"basic"`` (default, unchanged) or ``"full"`` (see the module docstring).
+        mpp: ``"full"`` only: microns per pixel of the tissue (cell sizes).
+        stain: ``"full"`` only: the site's :class:`~liverseg_monai.data.synth.histo.Stain` (default:
+            drawn from ``rng``).
+        acquisition: ``"full"`` only: the tile's
+            :class:`~liverseg_monai.data.synth.acquisition.Acquisition` (default: drawn from ``rng``).
     """
+    if realism == "full":
+        return _make_realistic_steatosis_tile(
+            rng, size, radius, n_single, n_clumps, clump_size or (2, 6), glass_probability, density, mpp, stain,
+            acquisition,
+        )
+    if realism != "basic":
+        raise ValueError(f"realism must be 'basic' or 'full', got {realism!r}")
+    clump_size = clump_size or (2, 4)
     scale = size / 256.0 * np.sqrt(density)
     if background == "histo":
         from liverseg_monai.data.synth.histo import make_histo_tile
 
-        rgb = np.asarray(make_histo_tile(rng, size), np.float64)[..., :3]
+        rgb = np.asarray(make_histo_tile(rng, size)[0], np.float64)[..., :3]
     else:
         rgb = make_parenchyma(rng, size)
     glass = _glass_mask(rng, size) if rng.random() < glass_probability else np.zeros((size, size), bool)
@@ -241,6 +348,37 @@ def make_steatosis_tile(
     rgb[glass] = GLASS[None, :] - 4.0 * np.abs(rng.standard_normal((int(glass.sum()), 1)))
     rgb = ndi.gaussian_filter(rgb, sigma=(0.6, 0.6, 0)) + rng.normal(0, 3.0, rgb.shape)
     return np.clip(rgb, 0, 255).astype(np.uint8), label
+
+
+def _make_realistic_steatosis_tile(
+    rng, size, radius, n_single, n_clumps, clump_size, glass_probability, density, mpp, stain, acquisition
+) -> tuple[np.ndarray, np.ndarray]:
+    from liverseg_monai.data.synth.acquisition import Acquisition, site_stain, vary_stain
+    from liverseg_monai.data.synth.histo import PARENCHYMA, HistoField
+
+    k = 1.0 / float(mpp)
+    fld = HistoField(
+        seed=int(rng.integers(0, 2**31 - 1)), scale=k, region_px=float(size), region_probs=(0.0, 1.0, 0.0),
+        steatotic_prob=0.0, realism="full", lobule_px=float(k * rng.uniform(240, 340)),
+    )
+    y0, x0 = (int(v) for v in rng.integers(-(10**6), 10**6, size=2))
+    conc, tissue_label = fld.render(y0, x0, size, size)
+    glass = _glass_mask(rng, size) if rng.random() < glass_probability else np.zeros((size, size), bool)
+    scale = size / 256.0 * np.sqrt(density)
+    droplets = _sample_droplets(
+        rng, size, glass | (tissue_label != PARENCHYMA), radius,
+        n_single=int(rng.integers(n_single[0], n_single[1] + 1) * scale**2),
+        n_clumps=int(max(1, rng.integers(n_clumps[0], n_clumps[1] + 1) * scale**2)),
+        clump_size=clump_size, membranes=True,
+    )
+    label = render_droplets(droplets, size)
+    paint_droplets_conc(conc, label, droplets, (0, 0), fld.seed, nucleus_px=3.5 * k,
+                        membrane_px=int(rng.integers(1, 3)))
+    conc[glass] = (0.005, 0.015, 0.0)
+    site = site_stain(rng) if stain is None else stain
+    rgb = vary_stain(site, rng).to_rgb(conc, rng, 1.0)
+    scan = Acquisition.draw(rng) if acquisition is None else acquisition
+    return scan.apply(rgb), label
 
 
 def _write_png(path: Path, array: np.ndarray) -> None:
@@ -262,6 +400,8 @@ def synth_steatosis(
     density: float = 1.0,
     slides: int = 0,
     slide_size: tuple[int, int] = (768, 1024),
+    realism: str = "basic",
+    sites: int = 3,
 ) -> Path:
     """Write ``n`` synthetic steatosis tiles with instance masks and COCO annotations under ``out``.
 
@@ -277,6 +417,10 @@ def synth_steatosis(
         density: droplet density multiplier (1 gives about 25 droplets per 256x256 tile).
         slides: also write this many whole slides of ``slide_size`` (height, width) pixels, listed
             under ``"slides"`` (see :func:`synth_steatosis_slides`; whole-slide inference tests).
+        realism: ``"basic"`` (default, unchanged) or ``"full"`` (see the module docstring); ``"full"``
+            adds ``site`` to each item and the extra keys ``stain_sites`` (stain matrix and scales per
+            site) and ``acquisition`` (focus blur and JPEG quality per image) to ``dataset.json``.
+        sites: ``"full"`` only: number of staining sites; tile ``i`` comes from site ``i % sites``.
 
     Returns:
         the path of ``out/dataset.json``.
@@ -293,13 +437,29 @@ def synth_steatosis(
         "categories": [{"id": 1, "name": "droplet", "supercategory": "steatosis"}],
     }
     ann_id = 1
+    full = realism == "full"
+    if full:
+        from liverseg_monai.data.synth.acquisition import Acquisition, site_stain, stain_record
+
+        site_stains = [site_stain(np.random.default_rng([seed, 7919, j])) for j in range(sites)]
+        acquisitions: dict[str, dict] = {}
+    elif realism != "basic":
+        raise ValueError(f"realism must be 'basic' or 'full', got {realism!r}")
     for i in range(int(n)):
         rng = np.random.default_rng(seed * 1000 + i)
-        rgb, label = make_steatosis_tile(
-            rng, size, radius=tuple(radius), glass_probability=glass_probability, background=background,
-            density=density,
-        )
         name = f"steatosis_{i:03d}.png"
+        if full:
+            scan = Acquisition.draw(rng)
+            rgb, label = make_steatosis_tile(
+                rng, size, radius=tuple(radius), glass_probability=glass_probability, density=density,
+                realism="full", mpp=mpp, stain=site_stains[i % sites], acquisition=scan,
+            )
+            acquisitions[f"images/{name}"] = scan.record()
+        else:
+            rgb, label = make_steatosis_tile(
+                rng, size, radius=tuple(radius), glass_probability=glass_probability, background=background,
+                density=density,
+            )
         _write_png(out / "images" / name, rgb)
         _write_png(out / "instances" / name, label)
         coco["images"].append({"id": i + 1, "file_name": f"images/{name}", "width": size, "height": size})
@@ -315,15 +475,21 @@ def synth_steatosis(
                 "bbox": [x0, y0, int(xs.max()) - x0 + 1, int(ys.max()) - y0 + 1],
             })
             ann_id += 1
-        content[parts[i]].append({"image": f"images/{name}", "label": f"instances/{name}"})
+        item = {"image": f"images/{name}", "label": f"instances/{name}"}
+        if full:
+            item["site"] = i % sites
+        content[parts[i]].append(item)
     atomic_write_text(out / "annotations.json", json.dumps(coco))
     content["mpp"] = float(mpp)
     content["annotations"] = "annotations.json"
     content["description"] = "synthetic H&E steatosis tiles with instance labels (uint16 PNG, 0 = background)"
+    if full:
+        content.update(realism=realism, stain_sites=[stain_record(st) for st in site_stains],
+                       acquisition=acquisitions)
     path = write_datalist(out, content)
     if slides:
         path = synth_steatosis_slides(out, seed, int(slides), tuple(slide_size), mpp, tuple(radius), density,
-                                      section="slides")
+                                      section="slides", realism=realism)
     return path
 
 
