@@ -508,21 +508,32 @@ class SteatosisSlide:
         radius: droplet radius range in pixels; density: droplet density multiplier (see
             :func:`make_steatosis_tile`); clump_size: droplets per clump.
         cell: side of the sampling squares in pixels.
+        realism: ``"basic"`` (default, unchanged) or ``"full"``: lobular parenchyma stained by a site,
+            droplets only in parenchyma, touching with membranes or overlapping in clumps of 2-6,
+            crescent nuclei (see the module docstring).
     """
 
     def __init__(self, height: int, width: int, seed: int = 0, mpp: float = 0.5,
                  radius: tuple[float, float] = (5.0, 16.0), density: float = 1.0,
-                 clump_size: tuple[int, int] = (2, 4), cell: int = 256):
+                 clump_size: tuple[int, int] | None = None, cell: int = 256, realism: str = "basic"):
         from liverseg_monai.data.synth.histo import HistoField, Stain
         from liverseg_monai.data.synth.slide import SlideRenderer, SlideTissue
 
         self.height, self.width, self.cell, self.seed = int(height), int(width), int(cell), int(seed)
+        self.realism, self.mpp = realism, float(mpp)
+        full = realism == "full"
+        clump_size = clump_size or ((2, 6) if full else (2, 4))
         rng = np.random.default_rng(seed)
         self.field = HistoField(seed=int(rng.integers(0, 2**31 - 1)), scale=1.0 / mpp, region_px=250.0 / mpp,
                                 region_probs=(0.03, 0.64, 0.33), steatotic_prob=0.0,
-                                tissue=SlideTissue(self.height, self.width, rng))
-        self.background = SlideRenderer(self.field, Stain.jittered(rng, 0.7), int(rng.integers(0, 2**31 - 1)),
-                                        None, self.width)
+                                tissue=SlideTissue(self.height, self.width, rng), realism=realism)
+        stain = Stain.jittered(rng, 0.7)
+        if full:
+            from liverseg_monai.data.synth.acquisition import site_stain
+
+            stain = site_stain(np.random.default_rng([self.seed, 7919]))
+        self.stain = stain
+        self.background = SlideRenderer(self.field, stain, int(rng.integers(0, 2**31 - 1)), None, self.width)
         self.droplets: list[tuple[float, float, float, float, float]] = []
         self._cells: dict[tuple[int, int], list[int]] = {}
         c = self.cell
@@ -535,10 +546,12 @@ class SteatosisSlide:
                 blocked = (region == 0) | (yy >= self.height) | (xx >= self.width)
                 if blocked.mean() > 0.9:
                     continue
+                if full:  # droplets only in hepatocytes: not in portal tracts, vessels, infiltrates
+                    blocked |= self.field.render(cy * c, cx * c, c, c)[1] != 1
                 found = _sample_droplets(crng, c, blocked, tuple(radius),
                                          n_single=int(crng.integers(6, 13) * scale**2),
                                          n_clumps=int(max(1, crng.integers(4, 8) * scale**2)),
-                                         clump_size=tuple(clump_size), contained=True)
+                                         clump_size=tuple(clump_size), contained=True, membranes=full)
                 first = len(self.droplets)
                 self.droplets += [(y + cy * c, x + cx * c, a, b, t) for y, x, a, b, t in found]
                 self._cells[(cy, cx)] = list(range(first, len(self.droplets)))
@@ -559,6 +572,13 @@ class SteatosisSlide:
     def rgb(self, y: int, x: int, h: int, w: int) -> np.ndarray:
         """uint8 RGB of a window: the tissue with the droplets painted in, blurred and noisy like a scan."""
         m = 3  # halo for the membrane and the blur
+        if self.realism == "full":
+            conc, _ = self.field.render(y - m, x - m, h + 2 * m, w + 2 * m)
+            label = self.labels(y - m, x - m, h + 2 * m, w + 2 * m)
+            drops, _ = self.window_droplets(y - m, x - m, h + 2 * m, w + 2 * m)
+            paint_droplets_conc(conc, label, drops, (y - m, x - m), self.seed, nucleus_px=3.5 / self.mpp)
+            rng = np.random.default_rng([self.seed, 7, y, x])
+            return self.stain.to_rgb(conc, rng, 1.0)[m : m + h, m : m + w]
         rgb = np.pad(self.background(y, x, h, w).astype(np.float64), ((m, m), (m, m), (0, 0)), mode="reflect")
         label = self.labels(y - m, x - m, h + 2 * m, w + 2 * m)
         rng = np.random.default_rng([self.seed, 7, y, x])
@@ -595,6 +615,7 @@ def synth_steatosis_slides(
     compression: str = "jpeg",
     section: str = "testing",
     progress: bool = False,
+    realism: str = "basic",
 ) -> Path:
     """Write ``n`` synthetic steatotic whole slides and list them in ``out/dataset.json``.
 
@@ -613,6 +634,7 @@ def synth_steatosis_slides(
         compression: ``"jpeg"`` (like scanners) or ``"zlib"`` (lossless).
         section: the dataset.json list the slides go to (``testing``; ``slides`` beside a tile dataset).
         progress: show progress bars.
+        realism: ``"basic"`` (default, unchanged) or ``"full"`` (see :class:`SteatosisSlide`).
     """
     out = Path(out)
     datalist = out / "dataset.json"
@@ -620,7 +642,7 @@ def synth_steatosis_slides(
                                                                            "testing": [], "mpp": float(mpp)}
     items = []
     for k in range(int(n)):
-        slide = SteatosisSlide(size[0], size[1], seed * 1009 + k, mpp, tuple(radius), density)
+        slide = SteatosisSlide(size[0], size[1], seed * 1009 + k, mpp, tuple(radius), density, realism=realism)
         image, label = f"slides/steatosis_slide_{k}.tiff", f"slides/steatosis_slide_{k}_instances.tiff"
         (out / "slides").mkdir(parents=True, exist_ok=True)
         write_steatosis_slide(out / image, out / label, slide, mpp, compression=compression, progress=progress)
