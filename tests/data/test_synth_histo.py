@@ -125,3 +125,112 @@ def test_classes_are_learnable_from_texture_and_context(tiles):
         pred = np.argmax(Xt @ W, 1)
         recalls[name] = np.mean([np.mean(pred[yt == c] == c) for c in np.unique(yt)])
     assert recalls["context"] > recalls["pixel"] + 0.15, recalls
+
+
+# ------------------------------------------------------------------------------ realism "full"
+@pytest.fixture(scope="module")
+def full_tiles():
+    return [make_histo_tile(np.random.default_rng(100 + i), 128, realism="full") for i in range(12)]
+
+
+def test_full_realism_every_class_present(full_tiles):
+    counts = np.bincount(np.stack([t[1] for t in full_tiles]).ravel(), minlength=len(HISTO_CLASSES))
+    assert (counts > 0).all(), counts
+    assert counts[1] == counts.max()  # parenchyma dominates
+
+
+def test_full_realism_nuclei_inside_parenchyma(full_tiles):
+    """Dark haematoxylin-rich blobs (thresholded H channel of rgb2hed) are found within parenchyma."""
+    from scipy import ndimage
+    from skimage.color import rgb2hed
+
+    for rgb, label in full_tiles[:4]:
+        hch = rgb2hed(rgb)[..., 0]
+        par = label == 1
+        if par.sum() < 2000:
+            continue
+        dark = hch > np.percentile(hch[par], 90)
+        blobs, n = ndimage.label(dark & par)
+        sizes = np.bincount(blobs.ravel())[1:]
+        per_kpx = np.sum(sizes >= 6) / par.sum() * 1000
+        assert 0.3 < per_kpx < 6, per_kpx  # hepatocyte nuclei: ~1 per 21 x 21 um cell
+
+
+def test_full_realism_macrovesicular_vacuole_displaces_nucleus():
+    from liverseg_monai.data.synth.lobule import render_lobules
+
+    fld = HistoField(seed=11, scale=1.0, region_px=400.0, region_probs=(0.0, 1.0, 0.0), steatotic_prob=1.0,
+                     realism="full", lobule_px=300.0)
+    _, label, layout = render_lobules(fld, 0, 0, 256, 256, parts=True)
+    assert (label == 6).any() and layout["macro"].any()
+    offsets = {True: [], False: []}
+    for cid in np.unique(layout["cell"][layout["cell"] >= 0]):
+        cell = layout["cell"] == cid
+        nuc = cell & layout["nucleus"]
+        if cell.sum() < 250 or nuc.sum() < 8 or cell[0].any() or cell[-1].any() or cell[:, 0].any() or cell[:, -1].any():
+            continue
+        cy, cx = np.argwhere(cell).mean(0)
+        ny, nx = np.argwhere(nuc).mean(0)
+        offsets[bool(layout["macro"][cell].any())].append(np.hypot(ny - cy, nx - cx) / np.sqrt(cell.sum()))
+    assert len(offsets[True]) >= 5 and len(offsets[False]) >= 5
+    assert np.median(offsets[True]) > 0.2 > np.median(offsets[False]), offsets
+
+
+def test_full_realism_deterministic_and_basic_unchanged():
+    a = make_histo_tile(np.random.default_rng(5), 64, realism="full")
+    b = make_histo_tile(np.random.default_rng(5), 64, realism="full")
+    c = make_histo_tile(np.random.default_rng(6), 64, realism="full")
+    np.testing.assert_array_equal(a[0], b[0])
+    np.testing.assert_array_equal(a[1], b[1])
+    assert not np.array_equal(a[0], c[0])
+    basic = make_histo_tile(np.random.default_rng(5), 64)
+    assert not np.array_equal(basic[0], a[0])
+    assert np.array_equal(make_histo_tile(np.random.default_rng(5), 64, realism="basic")[0], basic[0])
+
+
+def test_full_field_renders_without_seams():
+    fld = HistoField(seed=5, scale=1.0, region_px=80.0, realism="full", lobule_px=200.0)
+    conc, label = fld.render(100, -40, 64, 80)
+    left_c, left_l = fld.render(100, -40, 64, 37)
+    right_c, right_l = fld.render(100, -3, 64, 43)
+    np.testing.assert_array_equal(label, np.concatenate([left_l, right_l], axis=1))
+    np.testing.assert_allclose(conc, np.concatenate([left_c, right_c], axis=1))
+
+
+def test_full_tile_is_fast():
+    make_histo_tile(np.random.default_rng(0), 64, realism="full")
+    start = time.perf_counter()
+    make_histo_tile(np.random.default_rng(1), 256, realism="full")
+    assert time.perf_counter() - start < 2.5  # ~0.5 s on an idle core
+
+
+def test_synth_histo_full_records_stain_sites(tmp_path):
+    from liverseg_monai.cli import main
+
+    assert main(["synth", "histo", "--out", str(tmp_path), "--seed", "2", "--n", "6", "--size", "64",
+                 "--realism", "full"]) == 0
+    content = json.loads((tmp_path / "dataset.json").read_text())
+    sites = content["stain_sites"]
+    assert len(sites) == 3 and content["realism"] == "full"
+    h = np.array([s["h_vector"] for s in sites])
+    e = np.array([s["e_vector"] for s in sites])
+    assert np.allclose(np.linalg.norm(h, axis=1), 1, atol=1e-4)
+    assert min(np.linalg.norm(h[i] - h[j]) for i in range(3) for j in range(i)) > 1e-3
+    assert min(np.linalg.norm(e[i] - e[j]) for i in range(3) for j in range(i)) > 1e-3
+    items = load_datalist(tmp_path, "training", require=("image", "label"))
+    assert [it["site"] for it in items] == [0, 1, 2, 0]
+    assert set(content["acquisition"]) == {f"images/tile_{i:04d}.png" for i in range(6)}
+    img = np.asarray(Image.open(items[0]["image"]))
+    assert img.shape == (64, 64, 3) and img.dtype == np.uint8
+
+
+def test_full_sites_change_the_colours():
+    """The same tissue, stained by different sites, differs in mean colour."""
+    from liverseg_monai.data.synth.acquisition import Acquisition, site_stain
+
+    sites = [site_stain(np.random.default_rng([9, j])) for j in range(4)]
+    tiles = [make_histo_tile(np.random.default_rng(1), 64, scale=1.0, realism="full", stain=st,
+                             acquisition=Acquisition()) for st in sites]
+    assert all(np.array_equal(t[1], tiles[0][1]) for t in tiles)  # same tissue
+    means = np.array([t[0].reshape(-1, 3).mean(0) for t in tiles])
+    assert np.ptp(means, axis=0).max() > 8, means
