@@ -19,7 +19,7 @@ Why a port and not a call: scikit-image works on numpy on the CPU only. The piec
   keeps this cycle in module state across calls; ``refine_lesions`` restarts it before each call, which
   is what these functions reproduce);
 * the image terms use :func:`torch.gradient`, numpy's ``np.gradient`` (central differences, one-sided at
-  the edges), and the balloon force a 3x3(x3) dilation / erosion (:func:`torch.nn.functional.max_pool3d`);
+  the edges), and the balloon force a 3x3(x3) dilation / erosion (3 segment passes, one per axis);
 * :func:`inverse_gaussian_gradient` is ``scipy.ndimage.gaussian_gradient_magnitude`` (``mode="nearest"``,
   truncate 4 sigma) followed by ``1 / sqrt(1 + alpha * |grad|)``.
 
@@ -118,6 +118,26 @@ def inf_sup(u: torch.Tensor) -> torch.Tensor:
     """``IS``: the infimum (AND) of the dilations of the binary level set ``u`` (2D or 3D, non-zero =
     inside) by the same elements as :func:`sup_inf`. Fills concave dents. Returns a boolean tensor."""
     return _extrema(u != 0, erode=False)
+
+
+def _cube(u: torch.Tensor, erode: bool) -> torch.Tensor:
+    """Binary erosion / dilation of boolean ``u`` by the full 3x3(x3) square / cube (scipy's
+    ``np.ones((3,) * ndim)`` element, ``border_value=0``): one 3-voxel segment per axis in turn."""
+    for axis in range(u.ndim):
+        u = _line(u, tuple(int(a == axis) for a in range(u.ndim)), erode)
+    return u
+
+
+def _gradient_nonzero(u: torch.Tensor) -> torch.Tensor:
+    """Where ``np.gradient`` of the binary ``u`` is non-zero along some axis: the two neighbours differ
+    (or, on the first / last voxel, the voxel and its one neighbour), computed on booleans."""
+    result = torch.zeros_like(u)
+    for dim, n in enumerate(u.shape):
+        ahead, behind = u.narrow(dim, 2, n - 2), u.narrow(dim, 0, n - 2)
+        result.narrow(dim, 1, n - 2).logical_or_(ahead ^ behind)
+        result.narrow(dim, 0, 1).logical_or_(u.narrow(dim, 1, 1) ^ u.narrow(dim, 0, 1))
+        result.narrow(dim, n - 1, 1).logical_or_(u.narrow(dim, n - 1, 1) ^ u.narrow(dim, n - 2, 1))
+    return result
 
 
 def _curvature(u: torch.Tensor, step: int) -> torch.Tensor:
@@ -239,12 +259,13 @@ def morphological_chan_vese(
     _check(image, init_level_set, "morphological_chan_vese")
     image = _float(image)
     u = init_level_set.to(image.device) > 0
+    total = image.sum(dtype=torch.float64)
     for it in range(num_iter):
-        inside = u.to(image.dtype)
-        outside = 1 - inside
-        c0 = ((image * outside).sum(dtype=torch.float64) / (outside.sum(dtype=torch.float64) + 1e-8)).to(image.dtype)
-        c1 = ((image * inside).sum(dtype=torch.float64) / (inside.sum(dtype=torch.float64) + 1e-8)).to(image.dtype)
-        on_contour = torch.stack([g != 0 for g in torch.gradient(inside)]).any(0)
+        count = u.sum(dtype=torch.float64)
+        inside_sum = torch.where(u, image, 0).sum(dtype=torch.float64)
+        c0 = ((total - inside_sum) / (u.numel() - count + 1e-8)).to(image.dtype)  # mean outside
+        c1 = (inside_sum / (count + 1e-8)).to(image.dtype)  # mean inside
+        on_contour = _gradient_nonzero(u)
         attachment = lambda1 * (image - c1) ** 2 - lambda2 * (image - c0) ** 2
         u = torch.where(on_contour & (attachment < 0), True, torch.where(on_contour & (attachment > 0), False, u))
         for s in range(smoothing):
@@ -312,12 +333,7 @@ def morphological_geodesic_active_contour(
     u = init_level_set.to(gimage.device) > 0
     for it in range(num_iter):
         if balloon_mask is not None:
-            level = u[None, None].to(gimage.dtype)
-            if balloon > 0:
-                moved = _pool(level)
-            else:
-                moved = -_pool(-F.pad(level, (1, 1) * u.ndim), padding=0)  # outside counts as 0
-            u = torch.where(balloon_mask, moved[0, 0] > 0, u)
+            u = torch.where(balloon_mask, _cube(u, erode=balloon < 0), u)
         attachment = torch.zeros_like(gimage)
         for d_image, d_u in zip(dimage, torch.gradient(u.to(gimage.dtype))):
             attachment = attachment + d_image * d_u
@@ -325,9 +341,3 @@ def morphological_geodesic_active_contour(
         for s in range(smoothing):
             u = _curvature(u, it * smoothing + s)
     return u.to(torch.int8)
-
-
-def _pool(x: torch.Tensor, padding: int = 1) -> torch.Tensor:
-    """3x3(x3) max filter of a ``(1, 1, *spatial)`` tensor (binary dilation by the full square / cube)."""
-    pool = F.max_pool2d if x.ndim == 4 else F.max_pool3d
-    return pool(x, kernel_size=3, stride=1, padding=padding)
