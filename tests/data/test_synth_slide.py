@@ -101,3 +101,22 @@ def test_streaming_memory_does_not_grow_with_height(tmp_path):
     small, large = peak(256), peak(2048)
     full_rgb = 2048 * 512 * 3
     assert large < small + full_rgb / 2, (small, large)
+
+
+def test_full_realism_slide(tmp_path):
+    """realism="full": lobular tissue with portal tracts and vessels, a stain site per slide, deterministic."""
+    kw = dict(seed=1, n=2, width=512, height=384, mpp=1.0, progress=False, realism="full")
+    path = synth_slide(tmp_path / "a", **kw)
+    content = json.loads(path.read_text())
+    assert [it["site"] for it in content["testing"]] == [0, 1] and len(content["stain_sites"]) == 2
+    assert content["stain_sites"][0]["h_vector"] != content["stain_sites"][1]["h_vector"]
+    label = tifffile.imread(tmp_path / "a" / "slide_0_label.tiff", level=0)
+    assert label.shape == (384, 512) and label.max() < len(HISTO_CLASSES)
+    assert (np.bincount(label.ravel(), minlength=7)[:2] > 0).all()
+    synth_slide(tmp_path / "b", **kw)
+    for name in ("slide_0.tiff", "slide_1_label.tiff"):
+        np.testing.assert_array_equal(tifffile.imread(tmp_path / "a" / name, level=0),
+                                      tifffile.imread(tmp_path / "b" / name, level=0))
+    basic = tifffile.imread(synth_slide(tmp_path / "c", seed=1, width=512, height=384, mpp=1.0,
+                                        progress=False).parent / "slide_0.tiff", level=0)
+    assert not np.array_equal(basic, tifffile.imread(tmp_path / "a" / "slide_0.tiff", level=0))

@@ -83,3 +83,90 @@ def test_steatotic_slide_windows_agree_and_droplets_lie_on_tissue(tmp_path):
     with tifffile.TiffFile(item["image"]) as img, tifffile.TiffFile(item["label"]) as lab:
         assert img.pages[0].shape == (256, 320, 3) and lab.pages[0].shape == (256, 320)
         assert lab.pages[0].asarray().max() > 0
+
+
+# ------------------------------------------------------------------------------ realism "full"
+def _pairs(lab: np.ndarray, gap: int) -> set[tuple[int, int]]:
+    """Pairs of instances whose masks, dilated by ``gap`` pixels, meet."""
+    from scipy import ndimage as ndi
+
+    pairs = set()
+    for i in range(1, int(lab.max()) + 1):
+        grown = ndi.binary_dilation(lab == i, iterations=gap)
+        pairs |= {(i, int(j)) for j in np.unique(lab[grown]) if j > i}
+    return pairs
+
+
+def test_full_droplets_touch_with_membranes_and_overlap():
+    from liverseg_monai.data.synth.steatosis import _sample_droplets, render_droplets
+
+    touching = adjacent = total = 0
+    for seed in range(3):
+        img, lab = make_steatosis_tile(np.random.default_rng(seed), 192, realism="full")
+        assert img.shape == (192, 192, 3) and lab.dtype == np.uint16
+        assert set(np.unique(lab)) == set(range(int(lab.max()) + 1))
+        grey = img.mean(-1)
+        assert grey[lab > 0].mean() > grey[lab == 0].mean() + 30  # clear fat on stained tissue
+        touching += len(_pairs(lab, 2))
+        adjacent += len(_pairs(lab, 1))
+        total += int(lab.max())
+    assert total > 20 and touching >= 0.3 * total
+    assert touching > adjacent  # some droplets touch only across a membrane gap
+    # overlaps: some clump members' ellipses intersect (their union is one clump)
+    drops = _sample_droplets(np.random.default_rng(0), 192, np.zeros((192, 192), bool), (5.0, 16.0), 6, 6,
+                             (2, 6), membranes=True)
+    single = [render_droplets([d], 192) > 0 for d in drops]
+    overlaps = sum(int((single[i] & single[j]).any()) for i in range(len(drops)) for j in range(i))
+    assert overlaps >= 2
+
+
+def test_full_membrane_is_eosinophilic():
+    """The 1-2 px rim around droplets is pinker (more eosin) than the cytoplasm around it."""
+    from scipy import ndimage as ndi
+    from skimage.color import rgb2hed
+
+    from liverseg_monai.data.synth.acquisition import Acquisition
+
+    rims, rings = [], []
+    for seed in range(3):
+        img, lab = make_steatosis_tile(np.random.default_rng(seed), 192, realism="full", acquisition=Acquisition())
+        e = rgb2hed(img)[..., 1]
+        fat = lab > 0
+        rim = ndi.binary_dilation(fat, iterations=1) & ~fat
+        ring = ndi.binary_dilation(fat, iterations=6) & ~ndi.binary_dilation(fat, iterations=3)
+        rims.append(e[rim].mean())
+        rings.append(np.median(e[ring]))
+    assert np.mean(rims) > np.mean(rings), (rims, rings)
+
+
+def test_full_deterministic_and_basic_unchanged(tmp_path):
+    a = make_steatosis_tile(np.random.default_rng(5), 96, realism="full")
+    b = make_steatosis_tile(np.random.default_rng(5), 96, realism="full")
+    c = make_steatosis_tile(np.random.default_rng(6), 96, realism="full")
+    assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
+    assert not np.array_equal(a[1], c[1])
+    basic = make_steatosis_tile(np.random.default_rng(5), 96)
+    assert np.array_equal(make_steatosis_tile(np.random.default_rng(5), 96, realism="basic")[0], basic[0])
+    assert not np.array_equal(a[0], basic[0])
+
+    path = get_synthesizer("steatosis")(tmp_path, seed=3, n=4, size=64, realism="full", sites=2)
+    content = json.loads(path.read_text())
+    assert len(content["stain_sites"]) == 2 and content["stain_sites"][0] != content["stain_sites"][1]
+    items = load_datalist(tmp_path, "training", require=("image", "label"))
+    assert [it["site"] for it in items] == [0, 1]
+    coco = json.loads((tmp_path / "annotations.json").read_text())
+    lab = np.asarray(Image.open(items[0]["label"]))
+    assert len([a for a in coco["annotations"] if a["image_id"] == 1]) == lab.max()
+
+
+def test_full_steatotic_slide_windows_agree():
+    from liverseg_monai.data.synth.steatosis import SteatosisSlide
+
+    slide = SteatosisSlide(384, 512, seed=5, realism="full")
+    whole = slide.labels(0, 0, 384, 512)
+    assert whole.max() > 5
+    assert np.array_equal(slide.labels(60, 100, 84, 112), whole[60:144, 100:212])
+    _, tissue = slide.field.render(0, 0, 384, 512)
+    assert (tissue[whole > 0] == 1).all()  # droplets only in parenchyma (hepatocytes)
+    rgb = slide.rgb(0, 0, 384, 512)
+    assert rgb[whole > 0].mean() > rgb[(whole == 0) & (tissue > 0)].mean() + 30
