@@ -253,8 +253,9 @@ def morphological_chan_vese(
     Example:
         >>> img = torch.zeros(32, 32); img[8:24, 10:22] = 1.0
         >>> init = torch.zeros(32, 32, dtype=torch.int8); init[12:20, 12:20] = 1
-        >>> int(morphological_chan_vese(img, 10, init).sum())  # grows to the 16 x 12 bright box
-        192
+        >>> out = morphological_chan_vese(img, 10, init)  # grows into the 16 x 12 bright box (192 pixels)
+        >>> int(out.sum()), int(out[8:24, 10:22].sum())  # all inside it; smoothing rounds its 4 corners
+        (180, 180)
     """
     _check(image, init_level_set, "morphological_chan_vese")
     image = _float(image)
@@ -315,11 +316,11 @@ def morphological_geodesic_active_contour(
         the final level set, ``torch.int8`` 0 / 1 of ``gimage``'s shape, on ``gimage``'s device.
 
     Example:
-        >>> img = torch.ones(32, 32); img[8:24, 8:24] = 0.0; img[9:23, 9:23] = 1.0  # a square edge
+        >>> img = torch.zeros(32, 32); img[8:24, 8:24] = 1.0  # a bright 16 x 16 square (256 pixels)
         >>> init = torch.zeros(32, 32, dtype=torch.int8); init[13:19, 13:19] = 1
-        >>> out = morphological_geodesic_active_contour(img, 20, init, balloon=1.0)
-        >>> bool(out[10:22, 10:22].all()), bool(out[:7].any())  # filled up to the edge, not beyond
-        (True, False)
+        >>> out = morphological_geodesic_active_contour(inverse_gaussian_gradient(img, sigma=1.0), 30, init, balloon=1.0)
+        >>> int(out.sum()), int(out[8:24, 8:24].sum())  # inflated up to its edge and no further
+        (244, 244)
     """
     _check(gimage, init_level_set, "morphological_geodesic_active_contour")
     gimage = _float(gimage)
