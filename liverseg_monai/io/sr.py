@@ -12,13 +12,13 @@ lists both the CT instances and the SEG, and its image library the CT images::
        (an image-level group, TID 1501, when no tumour was found: the SEG then has no "Mass" segment)
 
 :func:`write_ct_report` writes one, :func:`read_ct_report` reads the values back (highdicom's parser).
-Slides have no DICOM source instances, and a highdicom SR needs evidence to reference: their read-out
-is a structured JSON report (:func:`write_slide_report`) instead.
+Slides read from TIFF/SVS files have no DICOM source instances, and a highdicom SR takes its patient,
+study and evidence from source datasets: there is no SR for them (the steatosis writer's
+``<stem>_summary.json`` next to its CSV is their read-out).
 """
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import warnings
@@ -31,7 +31,7 @@ from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 
 from liverseg_monai.errors import InputError
-from liverseg_monai.io.atomic import atomic_path, atomic_write_text, readable_path
+from liverseg_monai.io.atomic import atomic_path, readable_path
 
 # the project's own concept for a measure no standard code names (coding scheme 99 = private)
 TUMOR_BURDEN = ("TUMBURDEN", "99LIVERSEG", "Tumor burden (percent of liver volume)")
@@ -252,29 +252,3 @@ def read_ct_report(path: str | os.PathLike) -> dict:
 def _segment_number(segment) -> int:
     (number,) = segment.referenced_segment_numbers
     return int(number)
-
-
-# ------------------------------------------------------------------------------------------ slides
-
-
-def write_slide_report(path: str | os.PathLike, case: str, readout: Mapping[str, float],
-                       class_areas_mm2: Mapping[str, float] | None = None, **context) -> Path:
-    """Write a slide's read-out as a structured JSON report (atomically).
-
-    A DICOM SR needs source instances to reference (highdicom's evidence); slides read from TIFF/SVS
-    files have none, so their report is JSON: ``{"report": "liverseg-monai slide read-out", "case",
-    "measurements": {name: {"value", "unit"}}, "tissue_class_areas_mm2": {...}, **context}``.
-    Measurement names ending in ``_pct`` get the unit ``%``, ``_mm2`` ``mm2``, ``_count`` / ``n_`` ``1``.
-    """
-    def unit(name: str) -> str:
-        return "%" if name.endswith("_pct") else "mm2" if name.endswith("_mm2") else "1"
-
-    body = {
-        "report": "liverseg-monai slide read-out",
-        "case": case,
-        "measurements": {k: {"value": float(v), "unit": unit(k)} for k, v in readout.items()},
-        "tissue_class_areas_mm2": {k: float(v) for k, v in (class_areas_mm2 or {}).items()},
-        **context,
-    }
-    atomic_write_text(path, json.dumps(body, indent=2, allow_nan=True))
-    return Path(path)
