@@ -30,17 +30,22 @@ METHODS = ("chan_vese", "geodesic")
 BACKENDS = ("auto", "skimage", "torch")
 
 
-def contour_backend(backend: str) -> str:
-    """The implementation :func:`refine_lesions` uses for ``backend``: ``"skimage"`` or ``"torch"``.
+def contour_backend(backend: str, device: str | torch.device = "cpu") -> str:
+    """The implementation :func:`refine_lesions` uses for ``backend`` when the work is on ``device``:
+    ``"skimage"`` or ``"torch"``.
 
-    ``"auto"`` picks torch on every device: on a GPU it keeps the work there, and on the CPU it gives
-    the same level sets as scikit-image (bit for bit on float32 crops, see
-    ``tests/transforms/test_active_contour_torch.py``) about 5x faster (10 Chan-Vese iterations on a
-    160x160x64 crop, one thread: 9.0 s in scikit-image, 1.8 s in torch).
+    ``"auto"`` picks torch on an accelerator (a CUDA GPU: the crops are evolved where the data already
+    is) and scikit-image on the CPU. Both give the same level sets (bit for bit on float32 crops, see
+    ``tests/transforms/test_active_contour_torch.py``). On the CPU torch is faster with one thread
+    (10 Chan-Vese iterations on a 160x160x64 crop: 0.6-0.7 s against 4-5 s in scikit-image) but with
+    two threads on a busy 2-core machine its many small parallel operations wait on each other and it
+    became slower than scikit-image (6-8 s), so on the CPU it is chosen only explicitly.
     """
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
-    return "torch" if backend == "auto" else backend
+    if backend == "auto":
+        return "skimage" if torch.device(device).type == "cpu" else "torch"
+    return backend
 
 
 def _evolve(crop: np.ndarray, lesion: np.ndarray, method: str, iterations: int, smoothing: int, lambda1: float,
@@ -128,8 +133,8 @@ def refine_lesions(
         max_growth: a refined lesion larger than ``max_growth`` times (or smaller than ``1/max_growth``
             times) the predicted one is rejected and the prediction kept (a contour that leaked).
         backend: ``"skimage"`` (scikit-image, the reference), ``"torch"``
-            (:mod:`~liverseg_monai.transforms.active_contour_torch`, same result) or ``"auto"`` (see
-            :func:`contour_backend`). The crops and the bookkeeping are numpy either way.
+            (:mod:`~liverseg_monai.transforms.active_contour_torch`, same result) or ``"auto"`` (torch
+            on a GPU, scikit-image on the CPU; see :func:`contour_backend`). The crops and the bookkeeping are numpy either way.
         device: where the torch backend evolves each crop; ``None`` = ``image``'s device if it is a
             tensor, else the CPU.
 
@@ -148,10 +153,10 @@ def refine_lesions(
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-    backend = contour_backend(backend)
     if device is None:
         device = image.device if isinstance(image, torch.Tensor) else "cpu"
     device = torch.device(device)
+    backend = contour_backend(backend, device)
     image = _numpy(image).astype(np.float32, copy=False)
     labels = _numpy(labels)
     if image.shape != labels.shape:

@@ -5,7 +5,8 @@ and Surfaces", IEEE TPAMI 36(1), 2014 (:doi:`10.1109/TPAMI.2013.106`): a level s
 morphology instead of a PDE. This module is a torch port of scikit-image's implementation
 (``skimage/segmentation/morphsnakes.py``, the reference) step for step, so that given the same input
 the result is the same voxel for voxel, while the work runs on the device of the input tensor (a GPU
-in the bundle; on the CPU it is also several times faster than scikit-image, see the bundle's model card).
+in the bundle; on one CPU thread it is also several times faster than scikit-image, see
+:func:`liverseg_monai.transforms.active_contour.contour_backend` for the measurement).
 
 Why a port and not a call: scikit-image works on numpy on the CPU only. The pieces map one to one:
 

@@ -116,6 +116,12 @@ def test_bad_input_is_refused_with_the_problem_named():
         contour_backend("cupy")
 
 
+def test_auto_backend_is_torch_on_a_gpu_and_scikit_image_on_the_cpu():
+    assert contour_backend("auto", "cpu") == "skimage"
+    assert contour_backend("auto", torch.device("cuda", 0)) == "torch"
+    assert contour_backend("torch", "cpu") == "torch" and contour_backend("skimage", "cuda") == "skimage"
+
+
 def liver_scene(predicted_radius: float = 4.5, shape=(44, 40, 36)) -> tuple[np.ndarray, np.ndarray]:
     """A liver block (60 HU, noisy) in fat (-100 HU) with two lesions of radius 6.5 voxels, one dark and
     one bright, one of them at the liver's edge, predicted as spheres of ``predicted_radius``."""
