@@ -2,6 +2,7 @@
 
 synthetic CT series --STOW-RS--> Orthanc --WADO-RS--> folder --two-stage tumour bundle--> label map
 --write_seg (references the series)--> DICOM-SEG --STOW-RS--> Orthanc --QIDO/WADO-RS--> read_seg == label map
+label map --write_ct_report (references the SEG and the series)--> DICOM SR --STOW-RS--> Orthanc --WADO-RS--> same read-out
 
 The checkpoints are randomly initialised (``init_random_weights``): this checks the plumbing (geometry,
 UIDs, transfer, SEG encoding), not segmentation quality, which the bundle tests cover.
@@ -22,6 +23,7 @@ from liverseg_monai.data.synth.hcc import synth_hcc
 from liverseg_monai.ecosystem.bundles import init_random_weights, run_bundle
 from liverseg_monai.ecosystem.orthanc import retrieve_series, search_series, stow, tag_value
 from liverseg_monai.io.dicom import read_seg, read_series, referenced_series_uids, to_series_grid, write_seg
+from liverseg_monai.io.sr import ct_readout, read_ct_report, write_ct_report
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow  # real servers; CI runs them (make test), test-fast skips them
@@ -69,9 +71,22 @@ def test_series_round_trip_through_orthanc(orthanc, tmp_path: Path) -> None:
 
     seg_path = write_seg(label, back, tmp_path / "pred_seg.dcm", {1: "Liver", 2: "Mass"})
     assert referenced_series_uids(seg_path) == [series_uid]
+    # the clinical read-out as a DICOM SR referencing that SEG and the series
+    readout = ct_readout(label, meta["spacing"])
+    sr_path = write_ct_report(readout, back, seg_path, tmp_path / "pred_sr.dcm")
     # the synthetic reference SEG (four segments, shuffled order) travels too
     reference_seg = _reference_seg(source.parent.parent)
-    assert len(stow(orthanc.dicomweb_url, [seg_path, reference_seg])) == 2
+    assert len(stow(orthanc.dicomweb_url, [seg_path, reference_seg, sr_path])) == 3
+
+    (sr_found,) = search_series(orthanc.dicomweb_url, Modality="SR", StudyInstanceUID=study_uid)
+    sr_series = str(pydicom.dcmread(sr_path, stop_before_pixels=True).SeriesInstanceUID)
+    assert tag_value(sr_found, SERIES_UID) == sr_series
+    (sr_back,) = retrieve_series(orthanc.dicomweb_url, study_uid, sr_series, tmp_path / "sr_back")
+    report = read_ct_report(sr_back)
+    assert report["seg_sop_instance_uid"] == str(pydicom.dcmread(seg_path, stop_before_pixels=True).SOPInstanceUID)
+    assert report["source_series_uid"] == series_uid
+    for key, value in readout.items():
+        assert report[key] == pytest.approx(value, rel=1e-9, nan_ok=True)
 
     segs = search_series(orthanc.dicomweb_url, Modality="SEG", StudyInstanceUID=study_uid)
     assert len(segs) == 2 and {tag_value(s, MODALITY) for s in segs} == {"SEG"}
