@@ -11,18 +11,38 @@ Layout written under ``out`` (as TCIA's downloader lays out HCC-TACE-Seg)::
     HCC-TACE-Seg_clinical_data.csv                         # one row per patient, TCIA-like columns
     dataset.json                                           # image = CT series folder, label = SEG file
 
-The anatomy is :func:`liverseg_monai.data.synth.phantom.make_ct_phantom`; its RAS affines are written as
-LPS patient coordinates, so the liver lies in the patient's right. The SEG holds the segments
+The anatomy is :func:`liverseg_monai.data.synth.phantom.make_ct_phantom` (``realism="basic"``, the
+default) or :func:`liverseg_monai.data.synth.ct_anatomy.make_realistic_case` (``realism="full"``); its RAS
+affines are written as LPS patient coordinates, so the liver lies in the patient's right. The SEG holds the segments
 ``Liver`` (whole liver, tumour and intrahepatic vessels included), ``Mass``, ``Portal vein`` and
 ``Abdominal aorta`` in a per-patient shuffled order (read them by label, never by position). The
 clinical stage fields (BCLC, Okuda, CLIP, TNM, AFP, tumour size and involvement) follow the phantom's
 tumour burden with some noise, so a stage group carries signal about the tumour fraction.
+
+The ``full`` preset imitates HCC-TACE-Seg's real features, one line each:
+
+- neighbours in the liver's HU range touching it: spleen, stomach wall, heart above the dome,
+  abdominal-wall, diaphragm and psoas muscle, kidneys; plus fat, spine and ribs, bowel gas;
+- lobed livers (right, left across the midline, caudate) of random size and position;
+- the portal-venous series: liver and spleen 100-130 HU, kidneys brighter, portal and hepatic vessel
+  trees inside the liver at 140-200 HU (the ``Portal vein`` segment is the portal tree and trunk);
+- lesions, all in the ``Mass`` segment, mixed as :data:`~liverseg_monai.data.synth.ct_anatomy.HCC_LESION_MIX`:
+  lipiodol deposits (> 300 HU, the post-TACE signature, in almost half the lesions), arterially
+  hyperdense, hypodense (washout), heterogeneous with necrosis, rim-enhancing; 5-60 mm, lobulated,
+  blurred margins;
+- per-patient scanner: pixel 0.6-0.9 mm, slices 0.7-5 mm (a matrix below 512 is the scan resampled),
+  partial volume and reconstruction-kernel (correlated) noise of 10-25 HU; ``size=(512, 512, K)``
+  gives full slices.
+
+It also writes ``phantoms.json`` (per patient: acquisition and every lesion's kind, diameter and
+voxel count) next to ``dataset.json``; the DICOM layout is the same.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import json
 import os
 from pathlib import Path
 
@@ -31,6 +51,7 @@ from tqdm import tqdm
 
 from liverseg_monai.data.datalist import write_datalist
 from liverseg_monai.data.synth import split_names
+from liverseg_monai.data.synth.ct_anatomy import HCC_LESION_MIX, check_realism, make_realistic_case, parse_size
 from liverseg_monai.data.synth.phantom import FOV_MM, ORIENTATIONS, Phantom, make_ct_phantom, phantom_affine
 from liverseg_monai.io.atomic import atomic_write_text
 from liverseg_monai.io.dicom import to_series_grid, write_seg_masks, write_series
@@ -50,6 +71,7 @@ CLINICAL_COLUMNS = [
     "Okuda", "CLIP_Score", "CLIP", "TNM", "BCLC", "TTP", "OS", "Censored_0_progressed_1", "Censored_0_Dead_1",
 ]
 CLINICAL_NAME = "HCC-TACE-Seg_clinical_data.csv"
+PHANTOMS_NAME = "phantoms.json"  # realism "full": per-patient acquisition and lesion records
 
 
 def _uid5(seed: int, patient: int, series: int) -> str:
@@ -135,9 +157,10 @@ def synth_hcc(
     size: tuple[int, int, int] = (64, 64, 32),
     orientations: tuple[str, ...] = ("LPS", "LPI", "RAS"),
     oblique_deg: float = 0.0,
-    n_tumors: tuple[int, int] = (1, 3),
-    tumor_radius_mm: tuple[float, float] = (12.0, 30.0),
+    n_tumors: tuple[int, int] | None = None,
+    tumor_radius_mm: tuple[float, float] | None = None,
     extra_series: bool = True,
+    realism: str = "basic",
 ) -> Path:
     """Write ``n`` phantom patients in the TCIA HCC-TACE-Seg DICOM layout under ``out``.
 
@@ -145,25 +168,30 @@ def synth_hcc(
         out: output folder (created).
         seed: the random seed; patient ``i`` uses ``seed * 1000 + i``. Same seed, same files.
         n: number of patients (``HCC_001`` ...); split 60/20/20 in ``dataset.json``.
-        size: voxels per CT series (columns, rows, slices) over a 400 x 400 x 240 mm field of view.
+        size: voxels per CT series (columns, rows, slices), or a string such as ``"512x512x64"``; basic:
+            over a 400 x 400 x 240 mm field of view, full: at the patient's scanner spacing (module docstring).
         orientations: voxel orientations cycled over patients, names of :data:`HCC_ORIENTATIONS`
             (``LPS`` usual axial, ``LPI`` slices stored head to feet, ``RAS``/``LAS``/``RPI`` flipped axes)
             or ``"oblique"`` (LPS rotated by ``oblique_deg``, 20 degrees when that is 0).
         oblique_deg: if non-zero, every third patient is also rotated this much about the superior axis.
-        n_tumors, tumor_radius_mm: tumour count range and radius range (mm).
+        n_tumors, tumor_radius_mm: tumour count range and radius range (mm); default basic (1, 3) and
+            (12, 30), full (1, 6) and 2.5-30 (5-60 mm diameters).
         extra_series: give every second patient an extra arterial series and every fourth a second
             (follow-up) study, which the SEG does not reference.
+        realism: ``"basic"`` (default, unchanged) or ``"full"``.
 
     Returns:
         the path of ``out/dataset.json``.
     """
+    full = check_realism(realism)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    size = tuple(int(s) for s in size)
+    size = parse_size(size)
     spacing = tuple(f / s for f, s in zip(FOV_MM, size))
     content: dict[str, list] = {"training": [], "validation": [], "testing": []}
     parts = split_names(n)
     rows = []
+    records = []
     for i in tqdm(range(n), desc="synth hcc", disable=n < 3):
         rng = np.random.default_rng(seed * 1000 + i)
         pid = f"HCC_{i + 1:03d}"
@@ -175,8 +203,13 @@ def synth_hcc(
             rot = oblique_deg
         if name not in HCC_ORIENTATIONS:
             raise ValueError(f"unknown orientation {name!r}; choose from {', '.join(HCC_ORIENTATIONS)} or 'oblique'")
-        affine = phantom_affine(size, spacing, HCC_ORIENTATIONS[name], rotation_deg=rot)
-        ph = make_ct_phantom(size, affine, rng, n_tumors=n_tumors, tumor_radius_mm=tumor_radius_mm)
+        if full:
+            diameter = tuple(2 * r for r in (tumor_radius_mm or (2.5, 30.0)))
+            affine, ph = make_realistic_case(size, rng, HCC_ORIENTATIONS[name], rotation_deg=rot, lesion_mix=HCC_LESION_MIX,
+                                             n_tumors=n_tumors or (1, 6), diameter_mm=diameter)
+        else:
+            affine = phantom_affine(size, spacing, HCC_ORIENTATIONS[name], rotation_deg=rot)
+            ph = make_ct_phantom(size, affine, rng, n_tumors=n_tumors or (1, 3), tumor_radius_mm=tumor_radius_mm or (12.0, 30.0))
 
         sex = "M" if rng.random() < 0.8 else "F"
         age = int(np.clip(rng.normal(64, 9), 35, 88))
@@ -216,7 +249,10 @@ def synth_hcc(
         if parts[i] == "training":
             item["fold"] = len(content["training"]) % 5
         content[parts[i]].append(item)
+        records.append({"patient_id": pid, "image": item["image"], "label": item["label"], **ph.meta})
 
+    if full:
+        atomic_write_text(out / PHANTOMS_NAME, json.dumps({"realism": realism, "seed": seed, "cases": records}, indent=1))
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=CLINICAL_COLUMNS, lineterminator="\n")
     writer.writeheader()

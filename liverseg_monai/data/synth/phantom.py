@@ -55,6 +55,7 @@ class Phantom:
     ct: np.ndarray
     masks: dict[str, np.ndarray] = field(default_factory=dict)
     tumors: list[dict] = field(default_factory=list)
+    meta: dict = field(default_factory=dict)  # realism "full": acquisition and lesion records (phantoms.json)
 
     def lits_label(self) -> np.ndarray:
         """LiTS labels: 0 background, 1 liver (vessels inside it included), 2 tumour."""
