@@ -51,7 +51,12 @@ from tqdm import tqdm
 
 from liverseg_monai.data.datalist import write_datalist
 from liverseg_monai.data.synth import split_names
-from liverseg_monai.data.synth.ct_anatomy import HCC_LESION_MIX, check_realism, make_realistic_case, parse_size
+from liverseg_monai.data.synth.ct_anatomy import (
+    HCC_LESION_MIX,
+    check_realism,
+    make_realistic_case,
+    parse_size,
+)
 from liverseg_monai.data.synth.phantom import FOV_MM, ORIENTATIONS, Phantom, make_ct_phantom, phantom_affine
 from liverseg_monai.io.atomic import atomic_write_text
 from liverseg_monai.io.dicom import to_series_grid, write_seg_masks, write_series

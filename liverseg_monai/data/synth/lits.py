@@ -40,7 +40,12 @@ from tqdm import tqdm
 
 from liverseg_monai.data.datalist import write_datalist
 from liverseg_monai.data.synth import split_names
-from liverseg_monai.data.synth.ct_anatomy import LITS_LESION_MIX, check_realism, make_realistic_case, parse_size
+from liverseg_monai.data.synth.ct_anatomy import (
+    LITS_LESION_MIX,
+    check_realism,
+    make_realistic_case,
+    parse_size,
+)
 from liverseg_monai.data.synth.phantom import FOV_MM, make_ct_phantom, phantom_affine
 from liverseg_monai.io.atomic import atomic_path, atomic_write_text
 
