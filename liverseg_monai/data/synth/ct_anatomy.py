@@ -242,14 +242,20 @@ class Anatomy:
         sd = _smin(_smin(s["right_lobe"].sd(x, y, z), s["left_lobe"].sd(x, y, z), self.body["lobe_blend"]),
                    s["caudate"].sd(x, y, z), 6.0)
         sd = sd + self.body["liver_wobble"] * self.fields["liver"](x, y, z)
-        sd = np.maximum(sd, z - (self.dome(x, y) - self.body["diaphragm"]))  # under the diaphragm
+        sd = np.maximum(sd, z - self.dome(x, y))  # under the diaphragm (a sheet from the dome up)
         n, p0 = self.body["inferior_normal"], self.body["inferior_point"]
         sd = np.maximum(sd, n[0] * (x - p0[0]) + n[1] * (y - p0[1]) + n[2] * (z - p0[2]))
         sd = np.maximum(sd, self.cavity_sd(x, y, z))  # inside the abdominal wall
-        for name in ("kidney_r", "stomach", "spleen", "gallbladder", "ivc"):
+        for name in ("kidney_r", "kidney_l", "stomach", "spleen", "gallbladder", "ivc", "aorta"):
             if name in s:
                 sd = np.maximum(sd, -self.organ_sd(name, x, y, z))
+        sd = np.maximum(sd, -self.spine_sd(x, y, z))
         return sd
+
+    def spine_sd(self, x, y, z):
+        """The vertebral column with its paraspinal surroundings (what the liver never enters)."""
+        b = self.body
+        return np.sqrt(x**2 + ((y - np.float32(b["y_vb"])) * 1.15) ** 2) - np.float32(b["vb_r"] + 4.0)
 
     def dome(self, x, y):
         """Height (z, mm) of the diaphragm: two paraboloid domes, the right one higher."""
@@ -260,25 +266,28 @@ class Anatomy:
             domes.append(top - b["dome_drop"] * (((x - cx) / w) ** 2 + ((y - cy) / (0.9 * b["cby"])) ** 2))
         return np.maximum(np.maximum(domes[0], domes[1]), b["dome_floor"])
 
-    def _ellipse_r(self, x, y, ax, ay_ant, ay_post):
+    def _ellipse_sd(self, x, y, ax, ay_ant, ay_post):
+        """Approximate signed distance (mm) to the trunk's cross-section: an ellipse, flatter at the back."""
         ay = np.where(y - self.body["cy"] > 0, np.float32(ay_ant), np.float32(ay_post))
-        return np.sqrt((x / ax) ** 2 + ((y - self.body["cy"]) / ay) ** 2)
+        qx, qy = x / np.float32(ax), (y - np.float32(self.body["cy"])) / ay
+        k0 = np.sqrt(qx**2 + qy**2)
+        k1 = np.sqrt((qx / np.float32(ax)) ** 2 + (qy / ay) ** 2)
+        return k0 * (k0 - 1) / np.maximum(k1, 1e-6)
 
     def body_sd(self, x, y, z):
         b = self.body
-        r = self._ellipse_r(x, y, b["bx"], b["by"], b["by_post"])
-        return (r - 1) * b["by"] + b["skin_wobble"] * self.fields["skin"](x, y, z)
+        return self._ellipse_sd(x, y, b["bx"], b["by"], b["by_post"]) + b["skin_wobble"] * self.fields["skin"](x, y, z)
 
     def muscle_sd(self, x, y, z):
         b = self.body
         f = b["fat_sc"]
-        r = self._ellipse_r(x, y, b["bx"] - f, b["by"] - f, b["by_post"] - f)
-        return (r - 1) * (b["by"] - f) + b["skin_wobble"] * self.fields["skin"](x, y, z)
+        sd = self._ellipse_sd(x, y, b["bx"] - f, b["by"] - f, b["by_post"] - f)
+        return sd + b["skin_wobble"] * self.fields["skin"](x, y, z)
 
     def cavity_sd(self, x, y, z):
         b = self.body
-        r = self._ellipse_r(x, y, b["cbx"], b["cby"], b["cby_post"])
-        return (r - 1) * b["cby"] + 0.5 * b["skin_wobble"] * self.fields["skin"](x, y, z)
+        sd = self._ellipse_sd(x, y, b["cbx"], b["cby"], b["cby_post"])
+        return sd + 0.5 * b["skin_wobble"] * self.fields["skin"](x, y, z)
 
     def organ_sd(self, name, x, y, z):
         s = self.shapes
@@ -549,6 +558,8 @@ class _Canvas:
         self.masks: dict[str, np.ndarray] = {}
         self.ramp = np.float32(ramp_mm)
         self.full = (slice(None),) * 3
+        # masks that hold others (body) or lie inside others (vessels, gas, lesions): never hidden by a later one
+        self.containers = ("body", "gas", "portal_vein", "hepatic_veins", "tumor")
 
     def region(self, lo, hi):
         """Voxel slices covering the world box [lo, hi] (None if it misses the grid)."""
@@ -572,10 +583,16 @@ class _Canvas:
             return
         self.hu[sl] += occ * (np.float32(value) - self.hu[sl]) if np.isscalar(value) else occ * (value - self.hu[sl])
 
-    def mask(self, name: str, sl, inside) -> None:
+    def mask(self, name: str, sl, inside, exclusive: bool = True) -> None:
+        """Add ``inside`` to mask ``name``; an exclusive structure hides what was painted under it."""
         m = self.masks.setdefault(name, np.zeros(self.shape, bool))
-        if sl is not None:
-            m[sl] |= inside
+        if sl is None:
+            return
+        m[sl] |= inside
+        if exclusive:
+            for other, om in self.masks.items():
+                if other not in (name, *self.containers):
+                    om[sl] &= ~inside
 
 
 def _paint_shape(cv: _Canvas, sdf, bbox, value, name: str | None = None, pad: float = 8.0, clip=None):
@@ -617,7 +634,7 @@ def render_ct(anatomy: Anatomy, acq: CTAcquisition, shape, affine: np.ndarray, r
     cav_sd = A.cavity_sd(X, Y, Z)
     cav = cv.occupancy(cav_sd)
     cv.paint(cv.full, cav, h["visceral_fat"] + 6.0 * tex(X, Y, Z))
-    cv.masks["muscle"] = (muscle_sd < 0) & (cav_sd >= 0)
+    cv.mask("muscle", cv.full, (muscle_sd < 0) & (cav_sd >= 0))
     del body_sd, muscle_sd
 
     # thorax above the diaphragm: lung bases, then the diaphragm muscle as a dome sheet
@@ -626,7 +643,7 @@ def render_ct(anatomy: Anatomy, acq: CTAcquisition, shape, affine: np.ndarray, r
     cv.paint(cv.full, cv.occupancy(np.maximum(-above, cav_sd)), h["lung"])
     dia = np.maximum(np.abs(Z - dome - np.float32(b["diaphragm"] / 2)) - np.float32(b["diaphragm"] / 2), cav_sd)
     cv.paint(cv.full, cv.occupancy(dia), h["diaphragm"])
-    cv.masks["muscle"] |= dia < 0
+    cv.mask("muscle", cv.full, dia < 0)
 
     # spine: vertebral bodies (cortex, cancellous bone, discs), posterior elements; paraspinal and psoas muscles
     yv, rv = b["y_vb"], b["vb_r"]
@@ -637,25 +654,25 @@ def render_ct(anatomy: Anatomy, acq: CTAcquisition, shape, affine: np.ndarray, r
     for sign in (-1, 1):
         para = np.sqrt(((X - sign * 32) / 26) ** 2 + ((Y - (yv - rv - 28)) / 18) ** 2) - 1
         cv.paint(cv.full, cv.occupancy(para * 20), h["muscle"])
-        cv.masks["muscle"] |= para < 0
+        cv.mask("muscle", cv.full, para < 0)
         psoas_r = np.clip((b["psoas_top"] - Z) * 0.35, 0, b["psoas_r"])
         ps = np.sqrt((X - sign * (rv + psoas_r * 0.8)) ** 2 + (Y - yv) ** 2) - psoas_r
         cv.paint(cv.full, cv.occupancy(np.where(psoas_r > 1, ps, 99)), h["muscle"])
-        cv.masks["muscle"] |= (ps < 0) & (psoas_r > 1)
+        cv.mask("muscle", cv.full, (ps < 0) & (psoas_r > 1))
     bone_sd = np.minimum(vb_sd, post_sd)
     cv.paint(cv.full, cv.occupancy(bone_sd), np.where(disc, np.float32(h["disc"]), np.float32(h["cortex"])))
     cv.paint(cv.full, cv.occupancy(bone_sd + 2.0), np.where(disc, np.float32(h["disc"]), np.float32(h["bone"])))
     bone = (bone_sd < 0) & ~disc
     # ribs: oblique bands in the wall, sloping down anteriorly, absent at the sternum and the spine
-    rib_ring = A._ellipse_r(X, Y, b["cbx"] + b["muscle"] / 2, b["cby"] + b["muscle"] / 2, b["cby_post"] + b["muscle"] / 2)
     band = np.cos(2 * np.pi * (Z + np.float32(b["rib_slope"]) * Y - np.float32(b["rib_phase"])) / np.float32(b["rib_pitch"]))
-    rib_sd = np.maximum(np.abs(rib_ring - 1) * np.float32(b["cby"]) - np.float32(b["rib_half"]),
+    rib_half = np.float32(min(b["rib_half"], b["muscle"] / 2 - 0.5))  # ribs inside the wall, never in the cavity
+    rib_sd = np.maximum(np.abs(cav_sd - np.float32(b["muscle"] / 2)) - rib_half,
                         (np.float32(np.cos(np.pi * 11 / b["rib_pitch"])) - band) * np.float32(b["rib_pitch"] / 3))
     rib_zone = (np.abs(X) > 35) & (Z + 0.3 * np.abs(X) > b["rib_low"])
     rib_sd = np.where(rib_zone, rib_sd, np.float32(99))
     cv.paint(cv.full, cv.occupancy(rib_sd), h["rib"])
-    cv.masks["bone"] = bone | (rib_sd < 0)
-    del vb_sd, post_sd, bone_sd, rib_ring, band, rib_sd, disc, phase
+    cv.mask("bone", cv.full, bone | (rib_sd < 0))
+    del vb_sd, post_sd, bone_sd, band, rib_sd, disc, phase
 
     in_cavity = lambda x, y, z: A.cavity_sd(x, y, z)  # noqa: E731
     # kidneys: cortex, medulla, sinus fat
@@ -683,7 +700,7 @@ def render_ct(anatomy: Anatomy, acq: CTAcquisition, shape, affine: np.ndarray, r
             val = np.where(A.fields["content"](x, y, z) > 0.3, np.float32(-900), np.float32(-100) + 60 * tex(x, y, z))
         cv.paint(sl, cv.occupancy(np.maximum(inner, A.cavity_sd(x, y, z))), val)
         if content != "fluid":
-            cv.mask("gas", sl, (inner < 0) & (np.asarray(val) < -500))
+            cv.mask("gas", sl, (inner < 0) & (np.asarray(val) < -500), exclusive=False)
 
     # spleen, stomach (wall, fluid, gas over it in the non-dependent anterior part)
     _paint_shape(cv, lambda x, y, z: A.organ_sd("spleen", x, y, z), s["spleen"].bbox(),
@@ -698,7 +715,7 @@ def render_ct(anatomy: Anatomy, acq: CTAcquisition, shape, affine: np.ndarray, r
         cv.paint(sl, cv.occupancy(lumen), h["stomach_content"] + 8.0 * tex(x, y, z))
         gas_sd = np.maximum(lumen, np.float32(gas_level) - y)
         cv.paint(sl, cv.occupancy(gas_sd), h["gas"])
-        cv.mask("gas", sl, gas_sd < 0)
+        cv.mask("gas", sl, gas_sd < 0, exclusive=False)
 
     # great vessels and heart
     _paint_shape(cv, s["aorta"].sd, s["aorta"].bbox(), h["aorta"], "aorta")
@@ -716,6 +733,7 @@ def render_ct(anatomy: Anatomy, acq: CTAcquisition, shape, affine: np.ndarray, r
     liver_occ = np.zeros(cv.shape, np.float32)
     if sl_liv is not None:
         liver[sl_liv] = liver_sd < 0
+        cv.mask("liver", sl_liv, liver_sd < 0)
         liver_occ[sl_liv] = cv.occupancy(liver_sd)
     if "gallbladder" in s:
         _paint_shape(cv, s["gallbladder"].sd, s["gallbladder"].bbox(), h["gallbladder"], "gallbladder")
@@ -744,7 +762,7 @@ def render_ct(anatomy: Anatomy, acq: CTAcquisition, shape, affine: np.ndarray, r
             elif not trunk:
                 continue
             cv.paint(sl, cv.occupancy(sd), value)
-            cv.mask(mask_name, sl, sd < 0)
+            cv.mask(mask_name, sl, sd < 0, exclusive=trunk)
 
     # lesions
     tumor = np.zeros(cv.shape, bool)
