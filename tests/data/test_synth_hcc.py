@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import json
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,15 @@ import pytest
 
 from liverseg_monai.data.datalist import load_datalist
 from liverseg_monai.data.synth import get_synthesizer
-from liverseg_monai.data.synth.hcc import CLINICAL_NAME, HCC_ORIENTATIONS, SEGMENTS, clinical_row, synth_hcc
+from liverseg_monai.data.synth.ct_anatomy import HCC_LESION_MIX, LESION_KINDS, draw_anatomy
+from liverseg_monai.data.synth.hcc import (
+    CLINICAL_NAME,
+    HCC_ORIENTATIONS,
+    PHANTOMS_NAME,
+    SEGMENTS,
+    clinical_row,
+    synth_hcc,
+)
 from liverseg_monai.data.synth.phantom import FOV_MM, make_ct_phantom, phantom_affine
 from liverseg_monai.io.dicom import read_seg, read_series, segment_labels
 from tests.io.test_dicom import physical_resample
@@ -123,4 +132,67 @@ def test_deterministic_for_a_seed(tmp_path):
 
     assert digest(a) == digest(b)
     c = synth_hcc(tmp_path / "c", seed=3, n=1, size=(16, 16, 8)).parent
+    assert digest(a) != digest(c)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# realism "full" and the unchanged "basic" preset
+
+
+def test_basic_preset_unchanged(tmp_path):
+    """Regression value computed with the generator before the full preset existed (commit 583cd78)."""
+    synth_hcc(tmp_path, seed=2, n=1, size=(16, 16, 8))
+    it = load_datalist(tmp_path, "training")[0]
+    ct, _, _ = read_series(it["image"])
+    lab = read_seg(it["label"], it["image"], {"Liver": 1, "Mass": 2, "Portal vein": 3, "Abdominal aorta": 4})
+    h = hashlib.sha256(np.ascontiguousarray(ct, dtype=np.int16).tobytes())
+    h.update(np.ascontiguousarray(lab, dtype=np.uint8).tobytes())
+    assert h.hexdigest() == "45cb5662d122754ab0b8680950aeac9ad61bdd8dea068b619a1e5006da039036"
+    assert not (tmp_path / PHANTOMS_NAME).exists()
+
+
+@pytest.fixture(scope="module")
+def full(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("hcc_full")
+    synth_hcc(out, seed=4, n=4, size=(40, 40, 20), realism="full")
+    return out
+
+
+def test_full_layout_segments_and_lipiodol(full):
+    record = json.loads((full / PHANTOMS_NAME).read_text())
+    cases = {c["patient_id"]: c for c in record["cases"]}
+    items = [it for key in ("training", "validation", "testing") for it in load_datalist(full, key)]
+    assert sorted(cases) == sorted(it["patient_id"] for it in items) == [f"HCC_{i:03d}" for i in range(1, 5)]
+    lipiodol_hu = []
+    for it in items:
+        case = cases[it["patient_id"]]
+        assert sorted(segment_labels(it["label"]).values()) == sorted(SEGMENTS)
+        ct, affine, _ = read_series(it["image"])
+        np.testing.assert_allclose(sorted(np.linalg.norm(affine[:3, :3], axis=0)), sorted(case["spacing_mm"]), rtol=1e-4)
+        assert 0.6 <= case["pixel_mm"] <= 0.9 and 0.7 <= case["slice_thickness_mm"] <= 5.0
+        label = read_seg(it["label"], it["image"], {"Liver": 1, "Mass": 2})
+        assert 90 < np.median(ct[label == 1]) < 140  # portal-venous liver
+        if any(les["kind"] == "lipiodol" and les["n_voxels"] >= 4 for les in case["lesions"]):
+            lipiodol_hu.append(ct[label == 2].max())
+    # lipiodol deposits (> 300 HU inside the Mass segment) are the commonest kind after TACE
+    kinds = [les["kind"] for c in cases.values() for les in c["lesions"]]
+    assert kinds.count("lipiodol") == max(kinds.count(k) for k in set(kinds))
+    assert lipiodol_hu and min(lipiodol_hu) > 300
+
+
+def test_full_lesion_mix_is_post_tace():
+    """Over a dozen patients every lesion kind occurs and lipiodol is frequent (anatomy only, no rendering)."""
+    kinds = [les.kind for seed in range(12) for les in draw_anatomy(np.random.default_rng(seed), HCC_LESION_MIX).lesions]
+    assert set(kinds) == set(LESION_KINDS)
+    assert kinds.count("lipiodol") / len(kinds) > 0.3
+
+
+def test_full_deterministic_for_a_seed(tmp_path):
+    def digest(root: Path) -> dict:
+        return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*")) if p.is_file()}
+
+    a = synth_hcc(tmp_path / "a", seed=6, n=1, size=(24, 24, 12), realism="full").parent
+    b = synth_hcc(tmp_path / "b", seed=6, n=1, size=(24, 24, 12), realism="full").parent
+    c = synth_hcc(tmp_path / "c", seed=7, n=1, size=(24, 24, 12), realism="full").parent
+    assert digest(a) == digest(b) and PHANTOMS_NAME in digest(a)
     assert digest(a) != digest(c)
