@@ -35,8 +35,8 @@ is the slice thickness or larger, so that the whole liver, the dome and the kidn
 Example:
     >>> import numpy as np
     >>> affine, ph = make_realistic_case((48, 48, 24), np.random.default_rng(0))
-    >>> ph.ct.shape, sorted(ph.meta)[:3]
-    ((48, 48, 24), ['body_mm', 'lesions', 'noise_hu'])
+    >>> ph.ct.shape, sorted({les["kind"] for les in ph.meta["lesions"]})
+    ((48, 48, 24), ['hyperdense', 'hypodense', 'lipiodol', 'rim'])
 """
 
 from __future__ import annotations
@@ -317,7 +317,8 @@ def draw_anatomy(
         lesion_mix: probability of each kind in :data:`LESION_KINDS` (default :data:`LITS_LESION_MIX`).
         n_tumors: inclusive range of the lesion count.
         diameter_mm: lesion diameters: the first (dominant) lesion is log-uniform in
-            ``[max(lo, 15), hi]``, the others (satellites, small metastases) in ``[lo, min(hi, 30)]``.
+            ``[max(lo, 15), hi]``, the others (satellites, small metastases) in ``[lo, max(lo, min(hi, 30))]``;
+            a lesion that does not fit at any depth of a small liver is shrunk to fit.
     """
     u = lambda lo, hi: float(rng.uniform(lo, hi))  # noqa: E731
     mix = lesion_mix or LITS_LESION_MIX
@@ -454,9 +455,8 @@ def draw_anatomy(
     cand = rng.uniform(box_lo, box_hi, size=(4000, 3)).astype(np.float32)
     depth_mm = -anatomy.liver_sd(cand[:, 0], cand[:, 1], cand[:, 2])
     for j in range(n_les):
-        big = (max(lo, 15.0), hi) if j == 0 else (lo, min(hi, 30.0))
-        big = (min(big[0], big[1]), big[1])
-        diam = float(np.exp(rng.uniform(np.log(big[0]), np.log(big[1]))))
+        d_lo, d_hi = (min(max(lo, 15.0), hi), hi) if j == 0 else (lo, max(lo, min(hi, 30.0)))
+        diam = float(np.exp(rng.uniform(np.log(d_lo), np.log(d_hi))))
         kind = str(rng.choice(kinds, p=probs / probs.sum()))
         ok = np.flatnonzero(depth_mm > 0.45 * diam)
         if ok.size == 0:  # a small liver: the deepest point, and a lesion that fits
