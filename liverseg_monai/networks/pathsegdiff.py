@@ -139,13 +139,41 @@ def unet_decoder_features(
     return features
 
 
+def aligned_upsample(features: torch.Tensor, size: tuple[int, int], stride: int, offset: float) -> torch.Tensor:
+    """Bilinear upsampling of a strided feature map onto the pixel grid of the image it was computed from.
+
+    Feature pixel ``i`` of a map at ``stride`` is centred on image pixel ``stride * i + offset``. ``F.interpolate``
+    (``align_corners=False``) assumes ``offset = (stride - 1) / 2``, which is not where MONAI's
+    ``AutoencoderKL`` puts its latents (asymmetric padding: ``offset = stride - 1`` for the autoencoder's
+    stride); the difference (1.5 px at stride 4) differs between UNet levels, so concatenated levels disagree
+    along every edge. This samples each output pixel ``j`` at feature coordinate ``(j - offset) / stride``
+    with ``grid_sample`` (border values repeated beyond the first and last feature pixel).
+
+    Args:
+        features: ``[B, C, h, w]``.
+        size: output ``(H, W)`` in image pixels.
+        stride: image pixels per feature pixel.
+        offset: image coordinate of the centre of feature pixel 0.
+
+    Returns:
+        ``[B, C, H, W]``.
+    """
+    (height, width), (h, w) = size, features.shape[-2:]
+    ys = (torch.arange(height, device=features.device, dtype=features.dtype) - offset) / stride
+    xs = (torch.arange(width, device=features.device, dtype=features.dtype) - offset) / stride
+    # grid_sample (align_corners=False) reads normalised coordinate -1 at the left edge of pixel 0
+    gy, gx = torch.meshgrid((2 * ys + 1) / h - 1, (2 * xs + 1) / w - 1, indexing="ij")
+    grid = torch.stack((gx, gy), dim=-1).unsqueeze(0).expand(features.shape[0], -1, -1, -1)
+    return F.grid_sample(features, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
 class PathSegDiffFeatureExtractor(_Frozen):
     """Frozen latent-diffusion features: ``[B, 3, H, W]`` in [0, 1] -> ``[B, out_channels, H, W]``.
 
     The image is encoded to the autoencoder's latent mean, scaled, noised to ``timestep`` with the DDPM
     forward process ``z_t = sqrt(abar_t) z_0 + sqrt(1 - abar_t) eps`` (a fixed noise pattern, so the
     features are deterministic), passed once through the conditioned UNet; the outputs of the decoder
-    blocks in ``levels`` are upsampled bilinearly to the image size and concatenated. Inputs whose size
+    blocks in ``levels`` are upsampled bilinearly onto the image's pixel grid (:func:`aligned_upsample`) and concatenated. Inputs whose size
     is not a multiple of :attr:`size_divisor` are edge-padded and the features cropped back.
 
     Args:
@@ -190,6 +218,12 @@ class PathSegDiffFeatureExtractor(_Frozen):
         n_unet_down = len(unet.block_out_channels) - 1
         self.latent_stride = 2**n_ae_down
         self.size_divisor = 2 ** (n_ae_down + n_unet_down)
+        # decoder block i is at 1 / 2**max(K - 1 - i, 0) of the latent resolution (K = n_unet_down)
+        self.level_strides = tuple(self.latent_stride * 2 ** max(n_unet_down - 1 - i, 0) for i in range(n_up))
+        # AutoencoderKL downsamples by an asymmetric (0, 1) pad and a stride-2 valid 3x3 convolution, so latent
+        # pixel p covers input pixels [2p, 2p + 2]: after n such steps its centre is at 2**n p + 2**n - 1.
+        # The UNet's own downsampling (stride-2 3x3, padding 1) keeps centres on 2 p: no further offset.
+        self.latent_offset = float(self.latent_stride - 1)
         latent_channels = autoencoder.quant_conv_mu.out_channels
         generator = torch.Generator().manual_seed(noise_seed)
         self.register_buffer("noise", torch.randn(1, latent_channels, 32, 32, generator=generator), persistent=False)
@@ -216,8 +250,10 @@ class PathSegDiffFeatureExtractor(_Frozen):
         timesteps = torch.full((x.shape[0],), self.timestep, dtype=torch.long, device=x.device)
         context = self.diffusion.condition_encoder(x)
         blocks = unet_decoder_features(self.diffusion.unet, zt, timesteps, context)
-        size = padded.shape[-2:]
-        upsampled = [F.interpolate(blocks[i], size=size, mode="bilinear", align_corners=False) for i in self.levels]
+        size = tuple(padded.shape[-2:])
+        upsampled = [
+            aligned_upsample(blocks[i], size, self.level_strides[i], self.latent_offset) for i in self.levels
+        ]
         return torch.cat(upsampled, dim=1)[..., :height, :width]
 
 

@@ -144,3 +144,52 @@ def test_linear_probe_head():
     head = ConvSegmentationHead(12, 4, hidden_channels=())
     assert head(torch.rand(1, 12, 8, 8)).shape == (1, 4, 8, 8)
     assert sum(p.numel() for p in head.parameters()) == 12 * 4 + 4
+
+
+@pytest.mark.parametrize("n_down", [1, 2])
+def test_aligned_upsample_puts_an_autoencoder_edge_back_in_place(n_down):
+    """A step edge through MONAI's AutoencoderKL downsampling (asymmetric pad + stride-2 3x3, uniform
+    weights so the blur is symmetric about the edge) comes back at the edge, within a quarter pixel;
+    ``F.interpolate`` (what the extractor used before) puts it (2**n - 1) / 2 pixels off, which shifted
+    each UNet level by a different amount and left a band of wrong labels along every class border."""
+    from monai.networks.nets.autoencoderkl import AEKLDownsample
+
+    from liverseg_monai.networks.pathsegdiff import aligned_upsample
+
+    down = AEKLDownsample(spatial_dims=2, in_channels=1)
+    with torch.no_grad():
+        down.conv.conv.weight.fill_(1.0 / 9)
+        down.conv.conv.bias.zero_()
+    x = torch.zeros(1, 1, 64, 64)
+    x[..., 29:] = 1.0  # the edge lies between columns 28 and 29: at x = 28.5
+    f = x
+    with torch.no_grad():
+        for _ in range(n_down):
+            f = down(f)
+    stride = 2**n_down
+
+    def crossing(row: torch.Tensor) -> float:
+        j = int(torch.nonzero(row >= 0.5)[0])
+        return j - 1 + float((0.5 - row[j - 1]) / (row[j] - row[j - 1]))
+
+    aligned = aligned_upsample(f, (64, 64), stride, stride - 1)[0, 0, 32]
+    plain = torch.nn.functional.interpolate(f, size=(64, 64), mode="bilinear", align_corners=False)[0, 0, 32]
+    assert abs(crossing(aligned) - 28.5) <= 0.25
+    assert crossing(plain) == pytest.approx(28.5 - (stride - 1) / 2, abs=0.25)
+
+
+def test_extractor_offsets_follow_the_architecture():
+    ae, ldm = parts(unet_channels=(16, 32, 32))
+    ex = PathSegDiffFeatureExtractor(ae, ldm)
+    assert ex.latent_stride == 2 and ex.latent_offset == 1.0
+    assert ex.level_strides == (4, 2, 2)  # decoder block i at 1 / 2**max(K - 1 - i, 0) of the latent grid
+
+
+def test_traced_segmenter_runs_at_other_sizes(tmp_path):
+    ae, ldm = parts()
+    ex = PathSegDiffFeatureExtractor(ae, ldm)
+    net = PathSegDiffSegmenter(ex, ConvSegmentationHead(ex.out_channels, 3, (8,))).eval()
+    traced = torch.jit.trace(net, torch.rand(1, 3, 32, 32), check_trace=False)
+    x = torch.rand(2, 3, 48, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(traced(x), net(x), rtol=1e-4, atol=1e-4)
