@@ -1,24 +1,44 @@
-"""Patch-wise whole-slide inference with bounded memory.
+"""Whole-slide inference composed of MONAI's patch machinery, with memory flat in the slide size.
 
-:func:`infer_slide` walks a grid of overlapping patches over one level of a slide, skips patches
-without tissue (a low-resolution :func:`~liverseg_monai.io.slide.tissue_mask`), runs the model on
-batches of patches, blends overlapping predictions with a Gaussian (or constant) weight and writes:
+:func:`infer_slide` runs one level of a slide through:
 
-- ``<stem>_label.tiff``: the class-index map at the inference level, a pyramidal tiled TIFF carrying
-  its microns per pixel (:class:`~liverseg_monai.io.slide.SlideLabelWriter`);
-- ``<stem>_overlay.png``: the slide thumbnail next to the thumbnail with the classes painted on;
-- ``<stem>_areas.csv``: area per class in mm^2 (pixel area from the level's mpp).
+1. tissue detection on a thumbnail (:func:`~liverseg_monai.io.slide.tissue_mask`) and the patch grid
+   (:func:`patch_starts`) kept where the mask shows tissue (:class:`TissueIndex`, O(1) per patch);
+2. MONAI's ``PatchWSIDataset`` over those locations, read by the best available ``BaseWSIReader``
+   (:func:`~liverseg_monai.io.slide.wsi_reader`: cuCIM when installed, else a tile-wise tifffile/OpenSlide
+   reader) through a ``monai.data.DataLoader`` (worker processes with ``num_workers > 0``) that a
+   background thread keeps ``prefetch`` batches ahead, so the network does not wait for decoding;
+3. MONAI's ``PatchInferer`` (this module's :class:`TissuePatchSplitter` feeds it) calling the network,
+   with a postprocessing that resizes outputs to the patch, applies the activation and weights them by
+   MONAI's ``compute_importance_map`` (Gaussian blending);
+4. MONAI's ``ZarrAvgMerger`` accumulating the weighted probabilities in zarr arrays on disk (in a
+   temporary folder next to the output, removed afterwards);
+5. the label map streamed tile by tile from the merged zarr array (argmax; pixels no patch covered are
+   ``background_class``) into ``<stem>_label.tiff`` (:class:`~liverseg_monai.io.slide.SlideLabelWriter`,
+   pyramidal, with its microns per pixel), while the per-class pixel counts and a nearest-neighbour label
+   thumbnail are gathered for ``<stem>_areas.csv`` (mm^2) and ``<stem>_overlay.png``.
 
-Memory: predictions are accumulated only for the current band of patch rows inside a vertical strip
-of at most ``strip_width`` pixels, then turned into labels and written to a disk-backed array
-(:class:`~liverseg_monai.io.slide.DiskArray`). Peak memory is about
-``4 * (C + 1) * patch_size * (strip_width + 2 * patch_size)`` bytes plus a batch of patches,
-whatever the slide size; patches overlapping a strip border are predicted once per strip.
+Memory: a few batches of patches, one zarr chunk per array being merged and one TIFF row band of the
+label pyramid, whatever the slide size. Disk: the merged float maps of the tissue (``C`` float32 + ``C``
+uint8 counts per pixel, zstd-compressed, untouched glass chunks not stored) plus the float output map.
+
+What stays ours, and why MONAI's part does not do the job:
+
+- :class:`TissuePatchSplitter` instead of ``WSISlidingWindowSplitter``: the latter reads *every* patch,
+  glass included, in the caller's thread and filters afterwards, and pads past the last row/column
+  instead of placing the last patch flush with the border (:func:`patch_starts`);
+- :func:`prefetch` instead of ``ThreadDataLoader`` / ``ThreadBuffer``: those end the iteration silently
+  when the reading thread raises (a truncated tile would give a label map with holes); ours re-raises
+  the reader's :class:`~liverseg_monai.errors.InputError` in the caller;
+- :class:`SlideMerger`: ``ZarrAvgMerger`` with its three stores in one given folder (its default output
+  store is ``merged.zarr`` in the working directory) and chunks of ``chunk_size`` pixels in the plane;
+- the tissue mask (Otsu on saturation plus closing and speck removal, see ``tissue_mask``) instead of
+  MONAI's ``ForegroundMask``, which has no clean-up of pen marks and specks.
 
 A slide with no tissue is not an error: the label map is all background, the areas are zero and a
 warning says so.
 
-Bundle use (``inference.json``)::
+Bundle use (``inference_slide.json``)::
 
     "run": "$liverseg_monai.inferers.slide.run_slide_inference(@network, @datalist, @output_dir,
             patch_size=512, level=0, overlap=0.25, batch_size=4, device=@device, class_names=@class_names)"
@@ -30,28 +50,39 @@ import csv
 import io
 import math
 import os
+import tempfile
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
+from monai.data import DataLoader, PatchWSIDataset
+from monai.data.utils import compute_importance_map
+from monai.data.wsi_reader import BaseWSIReader
+from monai.inferers import PatchInferer, ZarrAvgMerger
+from monai.inferers.splitter import Splitter
 
-from liverseg_monai.io.atomic import atomic_path, atomic_write_text
-from liverseg_monai.io.slide import DiskArray, Slide, SlideLabelWriter, open_slide, tissue_mask
+from liverseg_monai.io.atomic import all_or_none, atomic_path, atomic_write_text
+from liverseg_monai.io.slide import Slide, SlideLabelWriter, open_slide, tissue_mask, wsi_reader
 
 Predictor = Callable[[torch.Tensor], torch.Tensor | np.ndarray]
 
 __all__ = [
     "Patch",
+    "SlideMerger",
     "SlideResult",
     "TissueIndex",
+    "TissuePatchSplitter",
     "compare_label_slides",
     "evaluate_slides",
     "infer_slide",
     "iter_patches",
     "patch_starts",
+    "prefetch",
     "run_slide_inference",
     "slide_stem",
 ]
@@ -190,17 +221,157 @@ def as_predictor(
     return predict
 
 
-def _weight_map(patch_size: int, blend: str, sigma_scale: float = 0.125) -> np.ndarray:
-    """Blending weight of a patch: a centred Gaussian (``sigma = sigma_scale * P``, peak 1, as MONAI's
-    ``compute_importance_map``) or constant; never exactly zero so every covered pixel has a weight."""
-    if blend == "constant":
-        return np.ones((patch_size, patch_size), np.float32)
-    if blend != "gaussian":
+# ------------------------------------------------------------------------------ MONAI composition
+def prefetch(iterable: Iterable, depth: int = 2) -> Iterator:
+    """Iterate ``iterable`` in one background thread, ``depth`` items ahead; its exceptions are raised here.
+
+    >>> list(prefetch(range(5)))
+    [0, 1, 2, 3, 4]
+    """
+    done = object()
+    it = iter(iterable)
+    with ThreadPoolExecutor(1, thread_name_prefix="prefetch") as pool:
+        ahead = deque(pool.submit(next, it, done) for _ in range(max(1, depth)))
+        while True:
+            item = ahead.popleft().result()
+            if item is done:
+                return
+            ahead.append(pool.submit(next, it, done))
+            yield item
+
+
+class TissuePatchSplitter(Splitter):
+    """MONAI ``Splitter`` giving the patches of one slide level at given locations, read ahead in the background.
+
+    Each patch is read by MONAI's ``PatchWSIDataset`` with ``reader`` and batched by a
+    ``monai.data.DataLoader`` (``num_workers`` worker processes, or none); :func:`prefetch` keeps
+    ``prefetch_batches`` batches ready while the caller runs the network. Use with ``PatchInferer``.
+
+    Args:
+        locations: top-left ``(y, x)`` of every patch, in pixels of ``level``.
+        level: the slide level.
+        patch_size: ``(h, w)`` (or an int) in pixels of ``level``.
+        level_shape: ``(H, W)`` of ``level``.
+        downsample: ``level``'s downsample relative to level 0 (MONAI locations are level-0 pixels).
+        reader: a MONAI ``BaseWSIReader`` (default :func:`~liverseg_monai.io.slide.wsi_reader`).
+        batch_size: patches per read batch.
+        num_workers: DataLoader worker processes (0: read in the prefetch thread).
+        prefetch_batches: batches read ahead.
+
+    ``splitter(path)`` yields ``([1, 3, h, w]`` float in [0, 1], ``(y, x))`` in the order of ``locations``.
+    """
+
+    def __init__(
+        self,
+        locations: Sequence[tuple[int, int]],
+        level: int,
+        patch_size: int | Sequence[int],
+        level_shape: tuple[int, int],
+        downsample: float = 1.0,
+        reader: BaseWSIReader | None = None,
+        batch_size: int = 8,
+        num_workers: int = 0,
+        prefetch_batches: int = 2,
+    ) -> None:
+        size = (int(patch_size), int(patch_size)) if np.isscalar(patch_size) else tuple(int(p) for p in patch_size)
+        super().__init__(size)
+        self.locations = [(int(y), int(x)) for y, x in locations]
+        self.level, self.level_shape, self.downsample = int(level), tuple(level_shape), float(downsample)
+        self.reader = reader if reader is not None else wsi_reader()
+        self.batch_size, self.num_workers = max(1, int(batch_size)), int(num_workers)
+        self.prefetch_batches = int(prefetch_batches)
+
+    def get_input_shape(self, inputs) -> tuple:
+        return self.level_shape
+
+    def get_padded_shape(self, inputs) -> tuple:
+        """The level, enlarged to one patch where it is smaller (the patch is then cropped by the merger)."""
+        return tuple(max(s, p) for s, p in zip(self.level_shape, self.patch_size))
+
+    def dataset(self, path: str | os.PathLike) -> PatchWSIDataset:
+        """MONAI's dataset of this splitter's patches of the slide ``path``."""
+        ds = self.downsample
+        data = [{"image": str(path), "location": [round(y * ds), round(x * ds)]} for y, x in self.locations]
+        return PatchWSIDataset(
+            data, self.patch_size, self.level, include_label=False, center_location=False, reader=self.reader
+        )
+
+    def __call__(self, inputs: str | os.PathLike) -> Iterator[tuple[torch.Tensor, tuple[int, int]]]:
+        loader = DataLoader(self.dataset(inputs), batch_size=self.batch_size, num_workers=self.num_workers)
+        start = 0
+        for batch in prefetch(loader, self.prefetch_batches):
+            images = batch["image"]
+            images = images.as_tensor() if hasattr(images, "as_tensor") else images
+            images = images.float().div_(255.0)
+            for i in range(images.shape[0]):
+                yield images[i : i + 1], self.locations[start + i]
+            start += images.shape[0]
+
+
+class SlideMerger(ZarrAvgMerger):
+    """MONAI's ``ZarrAvgMerger`` with its value, count and output stores in ``directory`` and square chunks.
+
+    Args:
+        merged_shape, cropped_shape: as ``ZarrAvgMerger`` (``[1, C, H, W]``; set by ``PatchInferer``).
+        directory: an existing folder for the three zarr stores (the caller removes it).
+        chunk_size: chunk edge in pixels of the plane (all channels in one chunk).
+    """
+
+    def __init__(
+        self,
+        merged_shape: Sequence[int],
+        cropped_shape: Sequence[int] | None = None,
+        directory: str | os.PathLike = ".",
+        chunk_size: int = 256,
+    ) -> None:
+        d = Path(directory)
+        chunks = (*[int(s) for s in merged_shape[:-2]], int(chunk_size), int(chunk_size))
+        super().__init__(
+            merged_shape,
+            cropped_shape,
+            store=str(d / "merged.zarr"),
+            value_store=str(d / "values.zarr"),
+            count_store=str(d / "counts.zarr"),
+            chunks=chunks,
+        )
+
+    def finalize(self):
+        with np.errstate(invalid="ignore", divide="ignore"):  # 0/0 = NaN marks pixels no patch covered
+            return super().finalize()
+
+
+def patch_postprocessing(
+    patch_size: tuple[int, int], activation: str | None = "softmax", blend: str = "gaussian"
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``[B, C, h, w]`` network output -> resized to ``patch_size``, activated, weighted for blending.
+
+    The weight is MONAI's ``compute_importance_map`` (``"gaussian"``: sigma 0.125 of the patch, never
+    zero; ``"constant"``). The merger's division by the patch count does not change the argmax, so the
+    labels are those of the weight-normalised blend.
+    """
+    if activation not in ("softmax", "sigmoid", None):
+        raise ValueError(f"activation must be 'softmax', 'sigmoid' or None, got {activation!r}")
+    if blend not in ("gaussian", "constant"):
         raise ValueError(f"blend must be 'gaussian' or 'constant', got {blend!r}")
-    c = np.arange(patch_size, dtype=np.float64) - (patch_size - 1) / 2
-    g = np.exp(-0.5 * (c / (sigma_scale * patch_size)) ** 2)
-    w = np.outer(g, g)
-    return np.maximum(w / w.max(), 1e-3).astype(np.float32)
+    weight = compute_importance_map(tuple(patch_size), mode=blend, sigma_scale=0.125, device="cpu")
+
+    def post(out) -> torch.Tensor:
+        if isinstance(out, dict):
+            out = out["out"] if "out" in out else next(iter(out.values()))
+        if isinstance(out, list | tuple):
+            out = out[0]
+        out = torch.as_tensor(out).detach().float().cpu()
+        if out.ndim != 4:
+            raise ValueError(f"predict_fn must return [B, C, H, W], got {tuple(out.shape)}")
+        if tuple(out.shape[-2:]) != tuple(patch_size):
+            out = torch.nn.functional.interpolate(out, size=tuple(patch_size), mode="bilinear", align_corners=False)
+        if activation == "softmax":
+            out = torch.softmax(out, dim=1)
+        elif activation == "sigmoid":
+            out = torch.sigmoid(out)
+        return out * weight
+
+    return post
 
 
 # -------------------------------------------------------------------------------------- results
@@ -264,24 +435,45 @@ def _write_csv(path: Path, rows: list[dict]) -> None:
     atomic_write_text(path, buf.getvalue())
 
 
-def _label_thumbnail(labels: DiskArray, shape: tuple[int, int]) -> np.ndarray:
-    """Nearest-neighbour label map of ``shape`` read row by row from the disk array."""
-    H, W = labels.shape[:2]
-    ys = np.minimum(((np.arange(shape[0]) + 0.5) * H / shape[0]).astype(int), H - 1)
-    xs = np.minimum(((np.arange(shape[1]) + 0.5) * W / shape[1]).astype(int), W - 1)
-    out = np.empty(shape, labels.dtype)
-    for i, y in enumerate(ys):
-        out[i] = labels[int(y)][xs]
-    return out
+class _LabelSource:
+    """Label tiles from the merged ``[1, C, H, W]`` zarr map, counting classes and filling a label thumbnail.
+
+    Called by :func:`~liverseg_monai.io.slide.write_pyramid` once per level-0 tile, in any order.
+    """
+
+    def __init__(self, merged, shape: tuple[int, int], background: int, thumb_shape: tuple[int, int]):
+        self.merged, self.level_shape, self.background = merged, shape, int(background)
+        H, W = shape
+        self.ty = np.minimum(((np.arange(thumb_shape[0]) + 0.5) * H / thumb_shape[0]).astype(int), H - 1)
+        self.tx = np.minimum(((np.arange(thumb_shape[1]) + 0.5) * W / thumb_shape[1]).astype(int), W - 1)
+        self.thumbnail = np.full(thumb_shape, self.background, np.uint8)
+        self.counts = np.zeros(max(self.background + 1, 1), np.int64)
+
+    def __call__(self, y: int, x: int, h: int, w: int) -> np.ndarray:
+        if self.merged is None:
+            lab = np.full((h, w), self.background, np.uint8)
+        else:
+            prob = np.asarray(self.merged[0, :, y : y + h, x : x + w])
+            covered = ~np.isnan(prob[0])
+            lab = np.where(covered, np.argmax(np.nan_to_num(prob, nan=0.0), axis=0), self.background)
+            lab = lab.astype(np.uint8)
+        binc = np.bincount(lab.ravel())
+        if len(binc) > len(self.counts):
+            self.counts = np.pad(self.counts, (0, len(binc) - len(self.counts)))
+        self.counts[: len(binc)] += binc
+        rows = np.flatnonzero((self.ty >= y) & (self.ty < y + h))
+        cols = np.flatnonzero((self.tx >= x) & (self.tx < x + w))
+        if len(rows) and len(cols):
+            self.thumbnail[np.ix_(rows, cols)] = lab[np.ix_(self.ty[rows] - y, self.tx[cols] - x)]
+        return lab
 
 
-def _save_overlay(path: Path, thumbnail: np.ndarray, labels: DiskArray) -> None:
+def _save_overlay(path: Path, thumbnail: np.ndarray, labels: np.ndarray) -> None:
     from PIL import Image
 
     from liverseg_monai.visualize import blend_labels
 
-    lab = _label_thumbnail(labels, thumbnail.shape[:2])
-    over = blend_labels(thumbnail[..., :3], lab, alpha=0.45)
+    over = blend_labels(thumbnail[..., :3], labels, alpha=0.45)
     panel = np.concatenate(
         [thumbnail[..., :3].astype(np.float32) / 255.0, np.ones((thumbnail.shape[0], 4, 3)), over], axis=1
     )
@@ -312,10 +504,11 @@ def infer_slide(
     overlay_path: str | os.PathLike | None = None,
     areas_path: str | os.PathLike | None = None,
     thumbnail_size: int = 1024,
-    strip_width: int = 4096,
     background_class: int = 0,
     mpp: float | None = None,
     device: str | torch.device | None = None,
+    num_workers: int = 0,
+    reader: BaseWSIReader | None = None,
     progress: bool = True,
 ) -> SlideResult:
     """Segment a whole slide patch by patch and write the label TIFF, overlay PNG and area CSV.
@@ -338,11 +531,11 @@ def infer_slide(
         overlay_path: PNG to write (None: none).
         areas_path: CSV to write (None: none).
         thumbnail_size: longer side of the thumbnail used for tissue detection and the overlay.
-        strip_width: width of the vertical strips processed one after the other (bounds memory;
-            at least ``patch_size``).
         background_class: label of pixels no patch predicted (glass).
         mpp: microns per pixel at level 0 when the file lacks it (when ``slide`` is a path).
         device: device for a network ``predict_fn``.
+        num_workers: reader processes (0: patches are read in one background thread).
+        reader: the MONAI ``BaseWSIReader`` reading patches (default: :func:`~liverseg_monai.io.slide.wsi_reader`).
         progress: tqdm progress bar.
 
     Returns:
@@ -360,67 +553,63 @@ def infer_slide(
             raise ValueError(
                 f"{slide.path}: level {level} does not exist (slide has {len(slide.levels)} levels)"
             )
+        if not 0 <= overlap < 1:
+            raise ValueError(f"overlap must be in [0, 1), got {overlap}")
         H, W = slide.levels[level].shape
         level_mpp = slide.level_mpp(level)
         P = int(patch_size)
+        post = patch_postprocessing((P, P), activation, blend)
         thumb = slide.thumbnail(thumbnail_size)
         mask = tissue_mask(thumb) if tissue_threshold > 0 else None
-        weight = _weight_map(P, blend)
         stride = max(1, int(round(P * (1 - overlap))))
-        strip_width = max(int(strip_width), P)
-        strips = [(x0, min(x0 + strip_width, W)) for x0 in range(0, W, strip_width)]
         n_total = len(patch_starts(H, P, stride)) * len(patch_starts(W, P, stride))
-        todo = [
-            list(iter_patches(slide, level, P, overlap, mask, tissue_threshold, columns=s)) for s in strips
-        ]
-        n_run = sum(len(t) for t in todo)  # patches across strip borders count once per strip
-        n_tissue = len({(p.y, p.x) for t in todo for p in t})
-        if n_run == 0:
+        patches = list(iter_patches(slide, level, P, overlap, mask, tissue_threshold))
+        if not patches:
             warnings.warn(
                 f"{slide.path}: no tissue found; the label map is all background (class {background_class})",
                 stacklevel=2,
             )
+        if reader is None:
+            reader = wsi_reader(slide_mpp=slide.mpp)
+        splitter = TissuePatchSplitter(
+            [(p.y, p.x) for p in patches],
+            level,
+            P,
+            (H, W),
+            slide.levels[level].downsample,
+            reader,
+            batch_size,
+            num_workers,
+        )
+        bar = tqdm(total=len(patches), desc=f"slide {slide.path.name}", disable=not progress, leave=False)
+
+        def network(batch: torch.Tensor) -> torch.Tensor:
+            out = predict_fn(batch)
+            if torch.as_tensor(out).shape[0] != batch.shape[0]:
+                raise ValueError(f"predict_fn must return [B, C, H, W] for B={batch.shape[0]}")
+            bar.update(batch.shape[0])
+            return out
+
         out_path = Path(out_path)
         out_path.parent.mkdir(parents=True, exist_ok=True)
-        counts = np.zeros(1, np.int64)
-        state = {"C": None}
-        with DiskArray(out_path.parent / f".{out_path.name}.labels.raw", (H, W), np.uint8) as labels:
-            try:
-                bar = tqdm(total=n_run, desc=f"slide {slide.path.name}", disable=not progress, leave=False)
-                for (sx0, sx1), patches in zip(strips, todo):
-                    counts = _infer_strip(
-                        slide,
-                        predict_fn,
-                        patches,
-                        level,
-                        P,
-                        weight,
-                        (H, W),
-                        (sx0, sx1),
-                        batch_size,
-                        activation,
-                        background_class,
-                        labels,
-                        counts,
-                        state,
-                        bar,
-                    )
-                bar.close()
-                labels.flush()
-                n_classes = max(
-                    len(class_names) if class_names else 0, state["C"] or 0, len(counts), background_class + 1
-                )
-                counts = np.pad(counts, (0, n_classes - len(counts)))
-                names = list(class_names) if class_names else [f"class_{c}" for c in range(n_classes)]
-                SlideLabelWriter(out_path, (H, W), level_mpp, class_names=names).write(labels)
-                if overlay_path is not None:
-                    _save_overlay(Path(overlay_path), thumb, labels)
+        with tempfile.TemporaryDirectory(prefix=f".{out_path.name}.", dir=out_path.parent) as work:
+            inferer = PatchInferer(
+                splitter, SlideMerger, batch_size=batch_size, postprocessing=post, directory=work
+            )
+            merged = inferer(str(slide.path), network) if patches else None
+            bar.close()
+            n_classes = int(merged.shape[1]) if merged is not None else 0
+            source = _LabelSource(merged, (H, W), background_class, thumb.shape[:2])
+            n_classes = max(len(class_names) if class_names else 0, n_classes, background_class + 1)
+            names = list(class_names) if class_names else [f"class_{c}" for c in range(n_classes)]
+            with all_or_none():  # the label slide, overlay and table appear together or not at all
+                SlideLabelWriter(out_path, (H, W), level_mpp, class_names=names).write(source)
+                counts = np.pad(source.counts, (0, max(0, n_classes - len(source.counts))))
                 areas = _areas_table(counts, level_mpp, names)
+                if overlay_path is not None:
+                    _save_overlay(Path(overlay_path), thumb, source.thumbnail)
                 if areas_path is not None:
                     _write_csv(Path(areas_path), areas)
-            finally:
-                labels.close()
-                labels.path.unlink(missing_ok=True)
         return SlideResult(
             image=slide.path,
             label_path=out_path,
@@ -430,127 +619,13 @@ def infer_slide(
             mpp=level_mpp,
             shape=(H, W),
             n_patches=n_total,
-            n_tissue=n_tissue,
-            n_predicted=n_run,
+            n_tissue=len(patches),
+            n_predicted=len(patches),
             areas=areas,
         )
     finally:
         if own:
             slide.close()
-
-
-def _infer_strip(
-    slide,
-    predict_fn,
-    patches,
-    level,
-    P,
-    weight,
-    shape,
-    strip,
-    batch_size,
-    activation,
-    background,
-    labels,
-    counts,
-    state,
-    bar,
-) -> np.ndarray:
-    """Predict one vertical strip row band by row band; finalised rows go to ``labels``."""
-    H, W = shape
-    sx0, sx1 = strip
-    if patches:
-        bx0 = min(sx0, min(p.x for p in patches))
-        bx1 = max(sx1, max(p.x + P for p in patches))
-    else:
-        bx0, bx1 = sx0, sx1
-    bw = bx1 - bx0
-    acc: np.ndarray | None = None
-    wsum = np.zeros((P, bw), np.float32)
-    band_y0 = 0
-
-    def finalize(y_end: int) -> None:
-        """Turn rows ``[band_y0, y_end)`` into labels (in chunks of at most P rows) and shift the band."""
-        while band_y0 < min(y_end, H):
-            _finalize_rows(min(y_end, H, band_y0 + P) - band_y0)
-
-    def _finalize_rows(n: int) -> None:
-        nonlocal band_y0, counts
-        cols = slice(sx0 - bx0, sx1 - bx0)
-        if acc is None:
-            lab = np.full((n, sx1 - sx0), background, np.uint8)
-        else:
-            lab = np.argmax(acc[:, :n, cols], axis=0).astype(np.uint8)
-            lab[wsum[:n, cols] <= 0] = background
-        _write_block(labels, band_y0, sx0, lab)
-        binc = np.bincount(lab.ravel())
-        if len(binc) > len(counts):
-            counts = np.pad(counts, (0, len(binc) - len(counts)))
-        counts[: len(binc)] += binc
-        # shift the band up by n rows
-        keep = P - n
-        if keep > 0:
-            if acc is not None:
-                acc[:, :keep] = acc[:, n:].copy()
-            wsum[:keep] = wsum[n:].copy()
-        if acc is not None:
-            acc[:, keep:] = 0
-        wsum[keep:] = 0
-        band_y0 += n
-
-    rows: dict[int, list[Patch]] = {}
-    for p in patches:
-        rows.setdefault(p.y, []).append(p)
-    for y in sorted(rows):
-        finalize(y)  # rows above this patch row are complete
-        row = rows[y]
-        for i in range(0, len(row), batch_size):
-            chunk = row[i : i + batch_size]
-            batch = np.stack([slide.read_region(level, p.y, p.x, P, P)[..., :3] for p in chunk])
-            if batch.shape[-1] == 1:
-                batch = np.repeat(batch, 3, axis=-1)
-            tensor = torch.from_numpy(batch).permute(0, 3, 1, 2).float().div_(255.0)
-            out = predict_fn(tensor)
-            out = torch.as_tensor(out).float()
-            if out.ndim != 4 or out.shape[0] != len(chunk):
-                raise ValueError(
-                    f"predict_fn must return [B, C, H, W] for B={len(chunk)}, got {tuple(out.shape)}"
-                )
-            if out.shape[-2:] != (P, P):
-                out = torch.nn.functional.interpolate(out, size=(P, P), mode="bilinear", align_corners=False)
-            if activation == "softmax":
-                out = torch.softmax(out, dim=1)
-            elif activation == "sigmoid":
-                out = torch.sigmoid(out)
-            elif activation is not None:
-                raise ValueError(f"activation must be 'softmax', 'sigmoid' or None, got {activation!r}")
-            out = out.numpy()
-            if acc is None:
-                state["C"] = out.shape[1]
-                acc = np.zeros((out.shape[1], P, bw), np.float32)
-            elif out.shape[1] != acc.shape[0]:
-                raise ValueError(
-                    f"predict_fn changed its number of classes from {acc.shape[0]} to {out.shape[1]}"
-                )
-            for p, o in zip(chunk, out):
-                h, w = min(P, H - p.y), min(P, W - p.x)
-                ry, rx = p.y - band_y0, p.x - bx0
-                acc[:, ry : ry + h, rx : rx + w] += o[:, :h, :w] * weight[:h, :w]
-                wsum[ry : ry + h, rx : rx + w] += weight[:h, :w]
-            bar.update(len(chunk))
-    finalize(H)
-    return counts
-
-
-def _write_block(labels: DiskArray, y0: int, x0: int, block: np.ndarray) -> None:
-    """Write a ``(h, w)`` block into full-width rows of the disk array."""
-    h, w = block.shape
-    if x0 == 0 and w == labels.shape[1]:
-        labels[y0 : y0 + h] = block
-        return
-    rows = labels[y0 : y0 + h]
-    rows[:, x0 : x0 + w] = block
-    labels[y0 : y0 + h] = rows
 
 
 # --------------------------------------------------------------------------------- bundle entry

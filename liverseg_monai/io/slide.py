@@ -20,6 +20,13 @@ a NumPy/``np.memmap`` array or a :class:`DiskArray`; the lower levels are built 
 in temporary raw files, so memory stays bounded by a few tile rows whatever the slide size. Output
 files are written atomically.
 
+MONAI (:class:`SlideWSIReader`, :func:`wsi_reader`): the same tile-wise reads as a MONAI
+``BaseWSIReader`` backend, so MONAI's ``PatchWSIDataset`` / ``WSIReader`` machinery runs on them.
+Why a backend of our own: MONAI's ``tifffile`` backend decodes the *whole level* for every patch
+(``TiffFileWSIReader._get_patch`` calls ``wsi.asarray(level=...)``: a 100000-px level does not fit in
+memory), and its cuCIM / OpenSlide backends are optional binaries; :func:`wsi_reader` picks cuCIM when
+it is installed and this reader otherwise. :func:`is_whole_slide` tells a pyramidal slide from a tile.
+
 Errors: files that are not slides, truncated files, truncated or corrupt tiles (the message names the
 level and tile position) and missing mpp raise :class:`InputError` naming the file.
 """
@@ -39,6 +46,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from monai.data.wsi_reader import BaseWSIReader
 
 from liverseg_monai.errors import InputError
 from liverseg_monai.io.atomic import atomic_path
@@ -48,8 +56,11 @@ __all__ = [
     "Slide",
     "SlideLabelWriter",
     "SlideLevel",
+    "SlideWSIReader",
+    "is_whole_slide",
     "open_slide",
     "tissue_mask",
+    "wsi_reader",
     "write_pyramid",
 ]
 
@@ -562,6 +573,107 @@ def open_slide(
             "(pip install openslide-python openslide-bin)",
         ) from None
     return OpenSlideSlide(path, mpp, require_mpp)
+
+
+def is_whole_slide(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a whole-slide image rather than a tile: a TIFF with a resolution pyramid (reduced
+    pages, SubIFDs, Aperio SVS, OME pyramid), or a non-TIFF file OpenSlide recognises. Reads headers only.
+
+    >>> import tempfile, os
+    >>> d = tempfile.mkdtemp(); p = os.path.join(d, "s.tiff")
+    >>> _ = write_pyramid(p, np.zeros((1024, 1024, 3), np.uint8), mpp=0.5, min_size=256)
+    >>> is_whole_slide(p)
+    True
+    """
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            magic = f.read(4)
+    except OSError:
+        return False
+    if magic[:2] not in (b"II", b"MM"):
+        try:
+            import openslide
+        except ImportError:
+            return False
+        return openslide.OpenSlide.detect_format(str(path)) not in (None, "generic-tiff")
+    try:
+        with TiffSlide(path, None, require_mpp=False, cache_tiles=0) as slide:
+            return len(slide.levels) > 1
+    except InputError:
+        return False
+
+
+class SlideWSIReader(BaseWSIReader):
+    """MONAI ``BaseWSIReader`` backend over :func:`open_slide`: patches decode only the tiles they overlap.
+
+    Plugs into MONAI's ``PatchWSIDataset(reader=SlideWSIReader(...))``, ``WSIReader`` users and
+    ``WSISlidingWindowSplitter``. Locations are in level-0 pixels (MONAI's convention), sizes in pixels of
+    the requested level; parts outside the slide read as white glass. Returns ``(C, h, w)`` arrays.
+
+    Args:
+        level: default level of :meth:`get_data`.
+        slide_mpp: microns per pixel at level 0 for files that lack it (see :func:`open_slide`).
+        kwargs: the other ``BaseWSIReader`` arguments (``channel_dim``, ``dtype``, ``mode``, ...).
+    """
+
+    supported_suffixes = ["tif", "tiff", "svs", "ndpi", "scn", "bif", "mrxs", "vms", "vmu", "svslide"]
+    backend = "liverseg"
+
+    def __init__(self, level: int | None = None, slide_mpp: float | None = None, **kwargs):
+        super().__init__(level=level, **kwargs)
+        self.slide_mpp = slide_mpp
+
+    def read(self, data, **kwargs) -> Slide | list[Slide]:
+        """Open one slide (or a list of slides) for region reads."""
+        paths = [data] if isinstance(data, str | os.PathLike) else list(data)
+        slides = [open_slide(p, mpp=self.slide_mpp, require_mpp=False) for p in paths]
+        return slides[0] if len(slides) == 1 else slides
+
+    def get_level_count(self, wsi: Slide) -> int:
+        return len(wsi.levels)
+
+    def get_size(self, wsi: Slide, level: int) -> tuple[int, int]:
+        return wsi.levels[level].shape
+
+    def get_downsample_ratio(self, wsi: Slide, level: int) -> float:
+        return wsi.levels[level].downsample
+
+    def get_file_path(self, wsi: Slide) -> str:
+        return str(wsi.path)
+
+    def get_mpp(self, wsi: Slide, level: int) -> tuple[float, float]:
+        mpp = wsi.level_mpp(level)
+        return (mpp, mpp)
+
+    def get_power(self, wsi: Slide, level: int) -> float:
+        raise ValueError(f"{wsi.path}: objective power is not read; select by level or mpp")
+
+    def _get_patch(self, wsi: Slide, location, size, level: int, dtype, mode: str) -> np.ndarray:
+        ds = wsi.levels[level].downsample
+        y, x = (int(round(v / ds)) for v in location)
+        patch = wsi.read_region(level, y, x, int(size[0]), int(size[1]))
+        if mode == "RGB" and patch.shape[-1] == 1:
+            patch = np.repeat(patch, 3, axis=-1)
+        return np.moveaxis(patch.astype(dtype, copy=False), -1, self.channel_dim)
+
+
+def wsi_reader(backend: str = "auto", **kwargs) -> BaseWSIReader:
+    """The best available MONAI whole-slide reader: ``"cucim"`` when cuCIM is installed (GPU/multi-threaded
+    tile decoding), else :class:`SlideWSIReader`. ``backend`` forces one (``"cucim"``, ``"openslide"``,
+    ``"liverseg"``); MONAI's ``"tifffile"`` backend is refused: it decodes a whole level per patch."""
+    from monai.data import WSIReader
+    from monai.utils import optional_import
+
+    backend = backend.lower()
+    if backend == "auto":
+        backend = "cucim" if optional_import("cucim")[1] else "liverseg"
+    if backend == "liverseg":
+        return SlideWSIReader(**kwargs)
+    if backend == "tifffile":
+        raise ValueError("MONAI's tifffile WSI backend decodes a whole level per patch; use 'liverseg'")
+    kwargs.pop("slide_mpp", None)
+    return WSIReader(backend=backend, **kwargs)
 
 
 # -------------------------------------------------------------------------------------- tissue
