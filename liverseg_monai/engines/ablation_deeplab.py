@@ -35,6 +35,7 @@ import numpy as np
 import torch
 
 from liverseg_monai.io.atomic import atomic_write_text
+from liverseg_monai.io.tables import write_table
 from liverseg_monai.metrics.segmentation import confusion_matrix, dice_from_confusion, iou_from_confusion
 
 logger = logging.getLogger(__name__)
@@ -266,17 +267,11 @@ def run_ablation(
 
 
 def _write_reports(out: Path, rows: list[AblationRow], names: list[str], data: Path, n_test: int) -> None:
-    import csv
-    import io
-
-    buf = io.StringIO()
-    writer = csv.writer(buf)
-    writer.writerow(["variant", "aspp", "init", "label_fraction", "n_train_tiles", "encoder", "iterations", "status",
-                     "mean_iou", "mean_dice", *[f"iou_{n}" for n in names], "train_seconds", "note"])
-    for r in rows:
-        writer.writerow([r.variant, r.aspp, r.init, r.label_fraction, r.n_train_tiles, r.encoder, r.iterations, r.status,
-                         r.mean_iou, r.mean_dice, *[r.per_class_iou.get(n) for n in names], r.train_seconds, r.note])
-    atomic_write_text(out / "ablation.csv", buf.getvalue())
+    columns = ["variant", "aspp", "init", "label_fraction", "n_train_tiles", "encoder", "iterations", "status",
+               "mean_iou", "mean_dice", *[f"iou_{n}" for n in names], "train_seconds", "note"]
+    write_table(out / "ablation.csv", columns=columns, rows=[
+        [r.variant, r.aspp, r.init, r.label_fraction, r.n_train_tiles, r.encoder, r.iterations, r.status,
+         r.mean_iou, r.mean_dice, *[r.per_class_iou.get(n) for n in names], r.train_seconds, r.note] for r in rows])
     atomic_write_text(out / "ablation.json", json.dumps({"data": str(data), "n_test_tiles": n_test, "class_names": names,
                                                          "rows": [asdict(r) for r in rows]}, indent=2))
     lines = [f"# DeepLabV3+ ablation on {data} ({n_test} held-out tiles)", "",

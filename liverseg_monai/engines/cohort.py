@@ -9,8 +9,8 @@ from pathlib import Path
 from monai.data import DataLoader
 from torch.utils.data import Subset
 
-from liverseg_monai.engines.handlers import write_table
 from liverseg_monai.errors import InputError, find_error
+from liverseg_monai.io.tables import write_table
 
 logger = logging.getLogger(__name__)
 

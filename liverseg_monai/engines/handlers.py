@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import logging
 import os
@@ -19,24 +17,13 @@ from monai.handlers import CheckpointSaver
 from monai.utils import min_version, optional_import
 
 from liverseg_monai.io.atomic import atomic_path, atomic_write_text
+from liverseg_monai.io.meta import source_name, voxel_spacing
 from liverseg_monai.io.naming import case_stem
+from liverseg_monai.io.tables import write_table
 from liverseg_monai.metrics.ct import case_metrics, summarise
-from liverseg_monai.transforms.validate import _affine, source_name
 
 Events, _ = optional_import("ignite.engine", "0.4.4", min_version, "Events")
 logger = logging.getLogger(__name__)
-
-
-def write_table(path: str | os.PathLike, rows: list[dict]) -> None:
-    """Write dict rows as CSV (atomically); columns in first-seen order."""
-    fields: list[str] = []
-    for r in rows:
-        fields += [k for k in r if k not in fields]
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=fields)
-    writer.writeheader()
-    writer.writerows(rows)
-    atomic_write_text(path, buf.getvalue())
 
 
 class CaseMetricsSaver:
@@ -86,8 +73,7 @@ class CaseMetricsSaver:
         items = output if isinstance(output, list) else [output]
         for item in items:
             pred, label = item[self.pred_key], item[self.label_key]
-            affine = _affine(pred)
-            spacing = np.linalg.norm(affine[:3, :3], axis=0) if affine is not None else np.ones(3)
+            spacing = voxel_spacing(pred)
             row = {"case": case_stem(source_name(pred))}
             row.update(self.metric_fn(pred, label, spacing.tolist(), self.class_names))
             if self.extra is not None:

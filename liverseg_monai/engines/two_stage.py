@@ -199,13 +199,13 @@ class AblationMetrics:
         self.suffix, self.hd95 = suffix, hd95
 
     def __call__(self, item: dict) -> dict[str, float]:
-        from liverseg_monai.transforms.validate import _affine
+        from liverseg_monai.io.meta import affine_of
 
         if self.pred_key not in item:
             return {}
         import numpy as np
 
-        affine = _affine(item[self.pred_key])
+        affine = affine_of(item[self.pred_key])
         spacing = np.linalg.norm(affine[:3, :3], axis=0).tolist() if affine is not None else [1.0, 1.0, 1.0]
         values = cascade_case_metrics(item[self.pred_key], item[self.label_key], spacing, self.class_names, self.hd95)
         return {f"{k}{self.suffix}": v for k, v in values.items()}
@@ -240,8 +240,8 @@ class SaveDicomSegd:
         import numpy as np
 
         from liverseg_monai.io.dicom import write_seg_masks
+        from liverseg_monai.io.meta import source_name
         from liverseg_monai.io.naming import case_output_name, case_stem
-        from liverseg_monai.transforms.validate import source_name
 
         data = dict(data)
         for key in self.keys:
@@ -297,16 +297,16 @@ class SaveDicomSRd:
 
         import numpy as np
 
+        from liverseg_monai.io.meta import affine_of, source_name
         from liverseg_monai.io.naming import case_output_name, case_stem
         from liverseg_monai.io.sr import ct_readout, write_ct_report
-        from liverseg_monai.transforms.validate import _affine, source_name
 
         for key in self.keys:
             seg_path = data.get(f"{key}_dicom_seg")
             if seg_path is None:
                 continue
             pred, source = data[key], source_name(data[key])
-            affine = _affine(pred)
+            affine = affine_of(pred)
             if affine is None:
                 raise ValueError(f"{source}: the label map has no affine; cannot measure volumes for the SR")
             array = pred.detach().cpu().numpy() if isinstance(pred, torch.Tensor) else np.asarray(pred)

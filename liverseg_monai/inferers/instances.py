@@ -349,7 +349,7 @@ def save_droplet_outputs(out_dir: str | os.PathLike, name: str, image: np.ndarra
         mpp: microns per pixel.
         reference: optional reference ids drawn beside the prediction in the overlay.
     """
-    from liverseg_monai.engines.handlers import write_table
+    from liverseg_monai.io.tables import write_table
     from liverseg_monai.metrics.instance import scores_from_map
     from liverseg_monai.transforms.clump_splitting import droplet_candidates
     from liverseg_monai.transforms.droplet_filter import droplet_table
@@ -365,7 +365,7 @@ def save_droplet_outputs(out_dir: str | os.PathLike, name: str, image: np.ndarra
     if rows:
         write_table(out / f"{name}_droplets.csv", rows)
     else:  # header only
-        atomic_write_text(out / f"{name}_droplets.csv", ",".join(columns) + "\n")
+        write_table(out / f"{name}_droplets.csv", [], columns, lineterminator="\n")
     save_instance_overlay(out / f"{name}_overlay.png", image, labels, reference)
     _, tissue = droplet_candidates(image)
     return {"case": name, **steatosis_summary(labels, tissue, mpp)}
@@ -396,7 +396,7 @@ class SaveDropletOutputsd(MapTransform):
         self.rows: list[dict] = []
 
     def __call__(self, data: Mapping[Hashable, object]) -> dict:
-        from liverseg_monai.engines.handlers import write_table
+        from liverseg_monai.io.tables import write_table
 
         d = dict(data)
         image = d[self.image_key]
@@ -637,7 +637,7 @@ def infer_slide_instances(
         return block
 
     # stage all outputs, then move them in: a failure leaves none of them
-    from liverseg_monai.engines.handlers import write_table
+    from liverseg_monai.io.tables import write_table
 
     out.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(prefix=f".{stem}.", suffix=".partial", dir=out))
@@ -646,7 +646,7 @@ def infer_slide_instances(
         if rows:
             write_table(stage / f"{stem}_droplets.csv", rows)
         else:
-            atomic_write_text(stage / f"{stem}_droplets.csv", ",".join(DROPLET_COLUMNS) + "\n")
+            write_table(stage / f"{stem}_droplets.csv", [], DROPLET_COLUMNS, lineterminator="\n")
         _thumbnail_overlay(stage / f"{stem}_overlay.png", thumb, tissue, fat_small)
         atomic_write_text(stage / f"{stem}_summary.json", json.dumps(summary, indent=2))
         for name in (f"{stem}_instances.tif", f"{stem}_droplets.csv", f"{stem}_overlay.png", f"{stem}_summary.json"):
@@ -682,8 +682,8 @@ def run_slide_instances(
     Returns:
         the per-slide summaries.
     """
-    from liverseg_monai.engines.handlers import write_table
     from liverseg_monai.io.slide import open_slide
+    from liverseg_monai.io.tables import write_table
     from liverseg_monai.networks.weights import load_module_weights
 
     if checkpoint is not None:

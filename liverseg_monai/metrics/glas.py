@@ -24,8 +24,6 @@ Example::
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import os
 from collections.abc import Sequence
@@ -212,14 +210,11 @@ class GlasObjectReport:
 
     def _write(self, engine=None) -> dict:
         from liverseg_monai.io.atomic import atomic_write_text
+        from liverseg_monai.io.tables import write_table
 
         self.output_dir.mkdir(parents=True, exist_ok=True)
-        buf = io.StringIO()
         fields = ["case", "tp", "fp", "fn", "precision", "recall", "f1", "object_dice"]
-        writer = csv.DictWriter(buf, fieldnames=fields, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(self.rows)
         summary = {"object_class": self.object_class, **summarise_glas(self.rows)}
-        atomic_write_text(self.output_dir / "object_per_case.csv", buf.getvalue())
+        write_table(self.output_dir / "object_per_case.csv", self.rows, fields, extra="ignore")
         atomic_write_text(self.output_dir / "object_summary.json", json.dumps(summary, indent=2))
         return summary

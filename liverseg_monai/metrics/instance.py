@@ -353,8 +353,8 @@ class InstanceMetricsSaver:
     def write(self, engine=None) -> None:
         import json
 
-        from liverseg_monai.engines.handlers import write_table
         from liverseg_monai.io.atomic import atomic_write_text
+        from liverseg_monai.io.tables import write_table
 
         if not self.rows:
             return

@@ -16,8 +16,6 @@ Example::
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import os
 from collections.abc import Callable, Sequence
@@ -28,6 +26,7 @@ import torch
 from monai.metrics import CumulativeIterationMetric
 
 from liverseg_monai.io.atomic import atomic_write_text
+from liverseg_monai.io.tables import table_text, write_table
 
 
 def confusion_matrix(pred, target, num_classes: int, ignore_index: int | None = None) -> np.ndarray:
@@ -119,12 +118,8 @@ def segmentation_summary(cm: np.ndarray, class_names: Sequence[str] | None = Non
 
 def confusion_matrix_csv(cm: np.ndarray, class_names: Sequence[str]) -> str:
     """CSV text of a confusion matrix: header ``reference\\predicted,<names>``, one row per reference class."""
-    buf = io.StringIO()
-    writer = csv.writer(buf)
-    writer.writerow(["reference\\predicted", *class_names])
-    for name, row in zip(class_names, np.asarray(cm).tolist()):
-        writer.writerow([name, *row])
-    return buf.getvalue()
+    rows = [[name, *row] for name, row in zip(class_names, np.asarray(cm).tolist())]
+    return table_text(rows, ["reference\\predicted", *class_names])
 
 
 def _as_index(x: torch.Tensor, num_classes: int) -> torch.Tensor:
@@ -285,18 +280,17 @@ def write_segmentation_report(
     out.mkdir(parents=True, exist_ok=True)
     per_case = np.asarray(per_case, dtype=np.int64).reshape(-1, len(class_names), len(class_names))
     names = list(case_names) if case_names is not None else [f"case_{i:04d}" for i in range(len(per_case))]
-    buf = io.StringIO()
-    writer = csv.writer(buf)
-    writer.writerow(["case", "mean_iou", "mean_dice", *[f"iou_{c}" for c in class_names], *[f"dice_{c}" for c in class_names]])
+    columns = ["case", "mean_iou", "mean_dice", *[f"iou_{c}" for c in class_names], *[f"dice_{c}" for c in class_names]]
+    rows = []
     for name, cm in zip(names, per_case):
         iou, dice = iou_from_confusion(cm), dice_from_confusion(cm)
         cells = [_finite(v) for v in (*iou, *dice)]
-        writer.writerow([name, _finite(np.nanmean(iou)) if np.any(np.isfinite(iou)) else "",
-                         _finite(np.nanmean(dice)) if np.any(np.isfinite(dice)) else "",
-                         *["" if v is None else v for v in cells]])
+        rows.append([name, _finite(np.nanmean(iou)) if np.any(np.isfinite(iou)) else "",
+                     _finite(np.nanmean(dice)) if np.any(np.isfinite(dice)) else "",
+                     *["" if v is None else v for v in cells]])
     total = per_case.sum(0) if len(per_case) else np.zeros((len(class_names),) * 2, dtype=np.int64)
     summary = {"n_cases": len(per_case), **segmentation_summary(total, class_names)}
-    atomic_write_text(out / "per_case.csv", buf.getvalue())
+    write_table(out / "per_case.csv", rows, columns)
     atomic_write_text(out / "confusion_matrix.csv", confusion_matrix_csv(total, class_names))
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=2))
     return summary

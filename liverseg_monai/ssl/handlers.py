@@ -107,10 +107,7 @@ class EmbeddingWriter:
     def _finish(self, engine=None) -> None:
         if not _is_main_process() or not self.records:
             return
-        import csv
-        import io
-
-        from liverseg_monai.io.atomic import atomic_write_text
+        from liverseg_monai.io.tables import write_table
 
         feats = np.stack(self.vectors)
         centred = feats - feats.mean(axis=0)
@@ -121,12 +118,8 @@ class EmbeddingWriter:
             coords = np.zeros((1, 2))
         if coords.shape[1] < 2:
             coords = np.pad(coords, ((0, 0), (0, 2 - coords.shape[1])))
-        buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=["case", "image", "embedding", "pc1", "pc2"])
-        writer.writeheader()
-        for rec, (a, b) in zip(self.records, coords):
-            writer.writerow({**rec, "pc1": f"{a:.6g}", "pc2": f"{b:.6g}"})
-        atomic_write_text(self.output_dir / "embeddings.csv", buf.getvalue())
+        rows = [{**rec, "pc1": f"{a:.6g}", "pc2": f"{b:.6g}"} for rec, (a, b) in zip(self.records, coords)]
+        write_table(self.output_dir / "embeddings.csv", rows, ["case", "image", "embedding", "pc1", "pc2"])
         if self.map_name:
             write_embedding_map(self.output_dir / self.map_name, [r["image"] for r in self.records], coords)
         logger.info("wrote %d embeddings of dimension %d to %s", len(self.records), feats.shape[1], self.output_dir)

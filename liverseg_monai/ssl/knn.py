@@ -194,19 +194,14 @@ def knn_on_patches(
 
 def write_knn_evaluation(output_dir: str | os.PathLike, summary: dict, rows: list[dict]) -> Path:
     """``summary.json`` and ``per_case.csv`` (one row per query patch) in ``output_dir``, atomically."""
-    import csv
-    import io
     import json
 
     from liverseg_monai.io.atomic import atomic_write_text
+    from liverseg_monai.io.tables import write_table
 
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(rows[0]) if rows else ["case"])
-    writer.writeheader()
-    writer.writerows(rows)
-    atomic_write_text(out / "per_case.csv", buf.getvalue())
+    write_table(out / "per_case.csv", rows, None if rows else ["case"])
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=2))
     return out / "summary.json"
 

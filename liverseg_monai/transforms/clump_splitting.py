@@ -44,6 +44,7 @@ from skimage.draw import line as draw_line
 from liverseg_monai.errors import InputError
 from liverseg_monai.io.atomic import atomic_path
 from liverseg_monai.io.rgb import read_rgb
+from liverseg_monai.io.tables import write_table
 
 IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg")
 
@@ -497,12 +498,7 @@ def bootstrap_labels(images_dir: str | os.PathLike, out_dir: str | os.PathLike, 
             save_review_montage(out / "review" / f"{f.stem}.png", img, labels, title=f.name)
         for row in table:
             rows.append({"image": str(f.resolve()), "instances": rel, **row, "keep": 1})
-    csv_path = out / "review.csv"
-    with atomic_path(csv_path) as tmp, open(tmp, "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=REVIEW_COLUMNS)
-        writer.writeheader()
-        writer.writerows(rows)
-    return csv_path
+    return write_table(out / "review.csv", rows, REVIEW_COLUMNS)
 
 
 def _keep(value: str, path: Path, line: int) -> bool:

@@ -11,8 +11,8 @@ import torch
 from monai.config import KeysCollection
 from monai.transforms import MapTransform
 
+from liverseg_monai.io.meta import affine_of, source_name
 from liverseg_monai.io.naming import case_stem
-from liverseg_monai.transforms.validate import _affine, source_name
 from liverseg_monai.visualize import save_overlay
 
 
@@ -58,7 +58,7 @@ class SaveOverlayd(MapTransform):
             image, pred = d[self.image_key], d[key]
             if image.shape[0] != 1:
                 image = image[image.shape[0] // 2 : image.shape[0] // 2 + 1]  # 2.5D: the centre slice channel
-            affine = _affine(image)
+            affine = affine_of(image)
             img = to_ras(self._np(image), affine)
             prd = to_ras(self._np(pred), affine)
             ref = None

@@ -15,23 +15,12 @@ from monai.config import KeysCollection
 from monai.transforms import MapTransform
 
 from liverseg_monai.errors import InputError
+from liverseg_monai.io.meta import affine_of, source_name
 
 logger = logging.getLogger(__name__)
 
-
-def source_name(img) -> str:
-    """The file an image came from, as MONAI's readers record it (``filename_or_obj``)."""
-    meta = getattr(img, "meta", None) or {}
-    name = meta.get("filename_or_obj", "<in-memory image>")
-    return str(name[0] if isinstance(name, list | tuple) and name else name)
-
-
-def _affine(img) -> np.ndarray | None:
-    aff = getattr(img, "affine", None)
-    if aff is None:
-        return None
-    aff = aff.detach().cpu().numpy() if isinstance(aff, torch.Tensor) else np.asarray(aff)
-    return aff[0] if aff.ndim == 3 else aff
+# source_name lives in liverseg_monai.io.meta; re-exported here for imports written before it moved
+__all__ = ["CheckCTImaged", "check_ct_volume", "check_image_label_pair", "source_name"]
 
 
 def check_ct_volume(img, name: str | None = None, hu_range: tuple[float, float] = (-3000.0, 32767.0)) -> None:
@@ -61,7 +50,7 @@ def check_ct_volume(img, name: str | None = None, hu_range: tuple[float, float] 
         raise InputError(name, f"values {lo:g}..{hi:g} are outside the Hounsfield range {hu_range} (not a CT in HU?)")
     if lo == hi:
         logger.warning("%s: constant image (all voxels %g); the prediction will be empty", name, lo)
-    aff = _affine(img)
+    aff = affine_of(img)
     if aff is not None:
         spacing = np.linalg.norm(aff[:3, :3], axis=0)
         if not np.all(np.isfinite(aff)) or np.any(spacing <= 1e-6) or abs(np.linalg.det(aff[:3, :3])) <= 1e-9:
@@ -74,7 +63,7 @@ def check_image_label_pair(image, label, num_classes: int | None = None, name: s
     iname = source_name(image)
     if tuple(image.shape[1:]) != tuple(label.shape[1:]):
         raise InputError([iname, lname], f"image shape {tuple(image.shape[1:])} and label shape {tuple(label.shape[1:])} differ")
-    ia, la = _affine(image), _affine(label)
+    ia, la = affine_of(image), affine_of(label)
     if ia is not None and la is not None and not np.allclose(ia, la, atol=1e-3):
         raise InputError([iname, lname], "image and label affines differ (not on the same voxel grid)")
     if num_classes is not None:

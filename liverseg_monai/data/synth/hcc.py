@@ -40,8 +40,6 @@ voxel count) next to ``dataset.json``; the DICOM layout is the same.
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import os
 from pathlib import Path
@@ -60,6 +58,7 @@ from liverseg_monai.data.synth.ct_anatomy import (
 from liverseg_monai.data.synth.phantom import FOV_MM, ORIENTATIONS, Phantom, make_ct_phantom, phantom_affine
 from liverseg_monai.io.atomic import atomic_write_text
 from liverseg_monai.io.dicom import to_series_grid, write_seg_masks, write_series
+from liverseg_monai.io.tables import write_table
 
 # voxel axis directions (RAS) of the CT series; LPS is the usual head-first axial stack
 HCC_ORIENTATIONS = {
@@ -258,9 +257,5 @@ def synth_hcc(
 
     if full:
         atomic_write_text(out / PHANTOMS_NAME, json.dumps({"realism": realism, "seed": seed, "cases": records}, indent=1))
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=CLINICAL_COLUMNS, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    atomic_write_text(out / CLINICAL_NAME, buf.getvalue())
+    write_table(out / CLINICAL_NAME, rows, CLINICAL_COLUMNS, lineterminator="\n")
     return write_datalist(out, content)
