@@ -46,8 +46,6 @@ Bundle use (``inference_slide.json``)::
 
 from __future__ import annotations
 
-import csv
-import io
 import math
 import os
 import tempfile
@@ -68,6 +66,7 @@ from monai.inferers.splitter import Splitter
 
 from liverseg_monai.io.atomic import all_or_none, atomic_path, atomic_write_text
 from liverseg_monai.io.slide import Slide, SlideLabelWriter, open_slide, tissue_mask, wsi_reader
+from liverseg_monai.io.tables import write_table
 
 Predictor = Callable[[torch.Tensor], torch.Tensor | np.ndarray]
 
@@ -427,14 +426,6 @@ def _areas_table(counts: np.ndarray, mpp: float, class_names: Sequence[str]) -> 
     return rows
 
 
-def _write_csv(path: Path, rows: list[dict]) -> None:
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
-    writer.writeheader()
-    writer.writerows(rows)
-    atomic_write_text(path, buf.getvalue())
-
-
 class _LabelSource:
     """Label tiles from the merged ``[1, C, H, W]`` zarr map, counting classes and filling a label thumbnail.
 
@@ -609,7 +600,7 @@ def infer_slide(
                 if overlay_path is not None:
                     _save_overlay(Path(overlay_path), thumb, source.thumbnail)
                 if areas_path is not None:
-                    _write_csv(Path(areas_path), areas)
+                    write_table(areas_path, areas)
         return SlideResult(
             image=slide.path,
             label_path=out_path,
