@@ -48,7 +48,8 @@ class LoadTiled(MapTransform):
         num_classes: labels with a value ``>= num_classes`` raise (``None``: no check).
         min_size: tiles smaller than this (either side) raise.
         max_pixels: larger images (a whole slide given as a tile) raise before being decoded; use the
-            whole-slide inference (``configs/inference_slide.json``) for those.
+            whole-slide inference (``configs/inference_slide.json``) for those. A pyramidal slide (TIFF
+            with reduced-resolution levels, SVS, OME-TIFF pyramid) raises whatever its size.
     """
 
     def __init__(
@@ -69,6 +70,11 @@ class LoadTiled(MapTransform):
     def _check_size(self, path: str) -> None:
         from PIL import Image
 
+        from liverseg_monai.io.slide import is_whole_slide
+
+        if is_whole_slide(path):  # headers only: a pyramid is never decoded whole, whatever its size
+            raise InputError(path, "is a pyramidal whole-slide image; segment it with whole-slide inference "
+                                   "(configs/inference_slide.json), not as a tile")
         try:
             with Image.open(path) as im:  # lazy: reads the header only
                 w, h = im.size

@@ -254,3 +254,23 @@ def test_openslide_reads_the_default_layout(lossless):
                 s.read_region(level, 30, 40, 100, 120), t.read_region(level, 30, 40, 100, 120)
             )
         np.testing.assert_array_equal(s.read_region(0, 0, 0, 700, 1000), img)
+
+
+def test_pyramidal_slides_are_told_from_tiles(tmp_path):
+    """A pyramid (any size) is a whole slide; a one-page TIFF or a PNG is a tile. LoadTiled refuses slides."""
+    from PIL import Image
+
+    from liverseg_monai.io.slide import is_whole_slide
+    from liverseg_monai.transforms.tiles import LoadTiled
+
+    small = write_pyramid(tmp_path / "small.tiff", np.full((600, 700, 3), 200, np.uint8), mpp=0.5, min_size=256)
+    ome = write_pyramid(tmp_path / "s.ome.tiff", np.full((600, 700, 3), 200, np.uint8), mpp=0.5, min_size=256,
+                        layout="ome")
+    tifffile.imwrite(tmp_path / "tile.tif", np.zeros((64, 64, 3), np.uint8), photometric="rgb")
+    Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(tmp_path / "tile.png")
+    assert is_whole_slide(small) and is_whole_slide(ome)
+    assert not is_whole_slide(tmp_path / "tile.tif") and not is_whole_slide(tmp_path / "tile.png")
+    for slide in (small, ome):
+        with pytest.raises(InputError, match=r"s\.?\w*\.tiff: is a pyramidal whole-slide image.*inference_slide\.json"):
+            LoadTiled(label_key=None)({"image": str(slide)})
+    assert LoadTiled(label_key=None)({"image": str(tmp_path / "tile.tif")})["image"].shape == (3, 64, 64)
