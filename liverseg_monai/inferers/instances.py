@@ -16,7 +16,11 @@ The merged instances are painted (lowest score first) into one ``[2, H, W]`` map
 
 :func:`save_droplet_outputs` writes a case's instance label TIFF, per-droplet CSV (regionprops: area in
 µm², perimeter, eccentricity, score), steatosis fraction of tissue and overlay PNG;
-:func:`infer_slide_instances` does the same for a whole slide, patch by patch.
+:func:`infer_slide_instances` does the same for a whole slide, patch by patch: the tissue tiles are read
+by MONAI's ``PatchWSIDataset`` ahead of the network (:class:`~liverseg_monai.inferers.slide.TissuePatchSplitter`,
+as the semantic slide inference does). The merging above stays ours: MONAI's mergers (``AvgMerger``,
+``ZarrAvgMerger``) average per-pixel values, which would fuse or split droplet ids across tile borders;
+instances need the cut/duplicate rules. Memory holds the droplets' mask crops, not the level.
 """
 
 from __future__ import annotations
@@ -439,20 +443,6 @@ def _measure(inst: Instance) -> dict:
     }
 
 
-def _tiles_of(patches, level_shape: tuple[int, int], tile: int, batch_size: int):
-    """Group tissue patches into batches of equal-size tiles ``[(y, x, h, w), ...]`` in row-major order."""
-    H, W = level_shape
-    batch: list[tuple[int, int, int, int]] = []
-    for p in patches:
-        t = (p.y, p.x, min(tile, H - p.y), min(tile, W - p.x))
-        if batch and (len(batch) >= batch_size or batch[0][2:] != t[2:]):
-            yield batch
-            batch = []
-        batch.append(t)
-    if batch:
-        yield batch
-
-
 def _thumbnail_overlay(path: Path, thumb: np.ndarray, tissue: np.ndarray, fat: np.ndarray) -> None:
     """The slide thumbnail with droplets filled green and the tissue outline blue."""
     from PIL import Image
@@ -484,6 +474,7 @@ def infer_slide_instances(
     tissue_threshold: float = 0.05,
     thumbnail_size: int = 1024,
     droplet_filter: Mapping | None = None,
+    num_workers: int = 0,
 ) -> dict:
     """Droplet instances of a whole slide, tile by tile on its tissue; writes the droplet outputs.
 
@@ -516,6 +507,7 @@ def infer_slide_instances(
         border_margin, iou_threshold, containment: merging rules, see :class:`TiledInstanceInferer`.
         tissue_threshold: minimal tissue fraction of a tile to run it (0 runs every tile).
         thumbnail_size: longer side of the thumbnail used for tissue detection and the overlay.
+        num_workers: reader processes (0: tiles are read ahead in one background thread).
         droplet_filter: keyword arguments of ``keep_droplets`` (``size_range``, ``perimeter_range``,
             ``eccentricity_range``, ``reference``) plus ``eccentricity_measure`` and ``keep_border``;
             None keeps every droplet.
@@ -537,8 +529,8 @@ def infer_slide_instances(
     import tempfile
     import warnings
 
-    from liverseg_monai.inferers.slide import iter_patches, patch_starts, slide_stem
-    from liverseg_monai.io.slide import SlideLabelWriter, open_slide, tissue_mask
+    from liverseg_monai.inferers.slide import TissuePatchSplitter, iter_patches, patch_starts, slide_stem
+    from liverseg_monai.io.slide import SlideLabelWriter, open_slide, tissue_mask, wsi_reader
     from liverseg_monai.transforms.droplet_filter import keep_droplets
 
     tile, overlap = int(tile), int(overlap)
@@ -567,19 +559,30 @@ def infer_slide_instances(
         if not patches:
             warning = f"{slide.path}: no tissue found; no droplets, steatosis fraction undefined"
             warnings.warn(warning, stacklevel=2)
+        size = (min(tile, H), min(tile, W))  # the last tile of a row/column is flush with the border
+        splitter = TissuePatchSplitter([(p.y, p.x) for p in patches], level, size, (H, W),
+                                       slide.levels[level].downsample, wsi_reader(slide_mpp=slide.mpp),
+                                       batch_size, num_workers)
         found: list[Instance] = []
-        for batch in _tiles_of(patches, (H, W), tile, batch_size):
-            rgb = np.stack([slide.read_region(level, y, x, h, w)[..., :3] for y, x, h, w in batch])
-            if rgb.shape[-1] == 1:
-                rgb = np.repeat(rgb, 3, axis=-1)
-            x_in = torch.from_numpy(rgb).permute(0, 3, 1, 2).float().div(255).to(device)
+
+        def run(batch: list[tuple[torch.Tensor, tuple[int, int]]]) -> None:
             with torch.no_grad():
-                o = _numpy(network(x_in))
-            for (y, x, h, w), oi in zip(batch, o):
-                inner = (y > 0, y + h < H, x > 0, x + w < W)
-                found += instances_from_maps(oi[0], oi[1] if oi.shape[0] > 1 else None, (y, x), inner, border_margin)
+                o = _numpy(network(torch.cat([t for t, _ in batch]).to(device)))
+            for ((y, x), oi) in zip((loc for _, loc in batch), o):
+                inner = (y > 0, y + size[0] < H, x > 0, x + size[1] < W)
+                found.extend(instances_from_maps(oi[0], oi[1] if oi.shape[0] > 1 else None, (y, x), inner,
+                                                 border_margin))
+
+        batch: list[tuple[torch.Tensor, tuple[int, int]]] = []
+        for item in splitter(slide.path) if patches else ():
+            batch.append(item)
+            if len(batch) == batch_size:
+                run(batch)
+                batch = []
+        if batch:
+            run(batch)
     merged = merge_instances(found, iou_threshold, containment)
-    del found
+    found.clear()
 
     # droplet filter against the slide's mean droplet, then ids by decreasing score
     feats = [_measure(inst) for inst in merged]

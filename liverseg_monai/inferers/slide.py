@@ -296,15 +296,21 @@ class TissuePatchSplitter(Splitter):
         )
 
     def __call__(self, inputs: str | os.PathLike) -> Iterator[tuple[torch.Tensor, tuple[int, int]]]:
-        loader = DataLoader(self.dataset(inputs), batch_size=self.batch_size, num_workers=self.num_workers)
+        dataset = self.dataset(inputs)
+        loader = DataLoader(dataset, batch_size=self.batch_size, num_workers=self.num_workers)
         start = 0
-        for batch in prefetch(loader, self.prefetch_batches):
-            images = batch["image"]
-            images = images.as_tensor() if hasattr(images, "as_tensor") else images
-            images = images.float().div_(255.0)
-            for i in range(images.shape[0]):
-                yield images[i : i + 1], self.locations[start + i]
-            start += images.shape[0]
+        try:
+            for batch in prefetch(loader, self.prefetch_batches):
+                images = batch["image"]
+                images = images.as_tensor() if hasattr(images, "as_tensor") else images
+                images = images.float().div_(255.0)
+                for i in range(images.shape[0]):
+                    yield images[i : i + 1], self.locations[start + i]
+                start += images.shape[0]
+        finally:  # the slide handles the dataset opened in this process
+            for wsi in dataset.wsi_object_dict.values():
+                if hasattr(wsi, "close"):
+                    wsi.close()
 
 
 class SlideMerger(ZarrAvgMerger):
