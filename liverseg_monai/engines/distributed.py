@@ -14,13 +14,18 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING
 
 import torch
 import torch.distributed as dist
 from torch import nn
 
+if TYPE_CHECKING:
+    from ignite.engine import Engine
+
 __all__ = [
     "SyncBuffers",
+    "attach_rank_handlers",
     "backend",
     "is_main_process",
     "local_device",
@@ -110,6 +115,18 @@ def rank_handlers(handlers: Iterable | None) -> list:
         return handlers
     writers = _writer_types()
     return [h for h in handlers if not isinstance(h, writers)]
+
+
+def attach_rank_handlers(engine: Engine, handlers: Iterable | None) -> list:
+    """Attach to ``engine`` the handlers this process runs (:func:`rank_handlers`); returns them.
+
+    The form a multi-GPU config uses for handlers attached in ``run`` rather than listed in the
+    trainer (checkpoint loading for a resume, a checkpoint saver): every rank loads, rank 0 writes.
+    """
+    attached = rank_handlers(handlers)
+    for handler in attached:
+        handler.attach(engine)
+    return attached
 
 
 class SyncBuffers:

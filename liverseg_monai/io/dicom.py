@@ -453,6 +453,22 @@ HCC_TACE_SEG_LABELS = {"Liver": 1, "Portal vein": 3, "Abdominal aorta": 4, "Mass
 HCC_TACE_OPTIONAL_SEGMENTS = ("Portal vein", "Abdominal aorta")
 
 
+def hcc_tace_output_segments(with_vessels: bool = False) -> dict[str, list[int]]:
+    """The DICOM-SEG segments written for a predicted HCC-TACE label map: segment label -> label values.
+
+    ``Liver`` is the whole liver, the tumour inside it included (labels 1 and 2), ``Mass`` the tumour
+    (2); with the vessel classes, ``Portal vein`` (3) and ``Abdominal aorta`` (4) too. The segment
+    labels are those of the HCC-TACE-Seg collection (:data:`HCC_TACE_SEG_LABELS`).
+
+    >>> hcc_tace_output_segments()
+    {'Liver': [1, 2], 'Mass': [2]}
+    """
+    segments = {"Liver": [1, 2], "Mass": [2]}
+    if with_vessels:
+        segments.update({"Portal vein": [3], "Abdominal aorta": [4]})
+    return segments
+
+
 class _SeriesFolder:
     def __init__(self, path: str):
         self.path = path

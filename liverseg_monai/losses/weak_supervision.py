@@ -129,3 +129,15 @@ def attach_rampup(trainer, loss: ClinicalTumorFractionLoss | None) -> None:
     if loss is None:
         return
     trainer.add_event_handler(Events.EPOCH_STARTED, lambda engine: loss.set_epoch(engine.state.epoch - 1))
+
+
+def attach_count_log(trainer, loss: ClinicalTumorFractionLoss | None) -> None:
+    """Log ``loss``'s patient counts (:meth:`ClinicalTumorFractionLoss.log_counts`) at the end of every
+    epoch of an ignite ``trainer``; nothing when there is no weak-supervision term, nor on the ranks
+    other than 0 of a distributed run (one log line per epoch)."""
+    from ignite.engine import Events
+
+    distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+    if loss is None or (distributed and torch.distributed.get_rank() != 0):
+        return
+    trainer.add_event_handler(Events.EPOCH_COMPLETED, lambda engine: loss.log_counts())

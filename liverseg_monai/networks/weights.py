@@ -44,6 +44,7 @@ __all__ = [
     "adapt_input_conv",
     "backbone_state_dict",
     "load_encoder_weights",
+    "load_pretrained_encoder",
     "read_backbone_file",
     "save_backbone",
 ]
@@ -275,6 +276,27 @@ def load_encoder_weights(
             logger.warning("%s: %s %s", path, name.replace("_", " "), getattr(report, name))
     logger.info("%s: %s", path, report)
     return report
+
+
+def load_pretrained_encoder(
+    model: nn.Module, path: str | os.PathLike | None, prefix: str | None = "auto"
+) -> EncoderLoadReport | None:
+    """:func:`load_encoder_weights` when a weights file is given; nothing for ``None`` or ``""``.
+
+    The form a training config uses, where ``pretrained_weights`` is empty unless the user passes a
+    backbone (``--pretrained_weights models/backbone.pt``).
+
+    Args:
+        model: the target network.
+        path: the ``backbone.pt`` file, or ``None`` / ``""`` to keep the network's initialisation.
+        prefix: the encoder's key prefix in ``model`` (see :func:`load_encoder_weights`).
+
+    Returns:
+        the :class:`EncoderLoadReport`, or ``None`` when nothing was loaded.
+    """
+    if not path:
+        return None
+    return load_encoder_weights(model, path, prefix=prefix)
 
 
 def load_module_weights(module: nn.Module, path: str | os.PathLike, stage: str = "training") -> nn.Module:
