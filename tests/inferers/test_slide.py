@@ -291,3 +291,30 @@ def test_end_to_end_on_synthetic_slide(tmp_path):
     assert iou > 0.85, iou  # image, reference label slide and prediction are aligned
     areas = list(csv.DictReader((tmp_path / "out" / "slide_0_areas.csv").open()))
     assert float(areas[1]["area_mm2"]) == pytest.approx((got == 1).sum() * 1e-6)
+
+
+def test_traced_memory_does_not_grow_with_slide_size(tmp_path):
+    """Same tissue on a 1024^2 and a 4096^2 slide (16x the pixels): the peak of the memory Python and NumPy
+    allocate (tracemalloc, deterministic) stays the same, far below one full-size probability map."""
+    import tracemalloc
+
+    def predict(batch):
+        sat = batch.max(1).values - batch.min(1).values
+        return torch.stack([0.2 - sat, sat - 0.2], 1)
+
+    peaks = {}
+    for size in (1024, 4096):
+        path = disc_slide(tmp_path / f"s{size}.tiff", size, size, compression="jpeg", radius=250 / size)
+        tracemalloc.start()
+        try:
+            res = infer_slide(path, predict, tmp_path / f"l{size}.tiff", patch_size=256, thumbnail_size=256,
+                              progress=False)
+            peaks[size] = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert 0 < res.n_predicted < res.n_patches
+        with open_slide(tmp_path / f"l{size}.tiff") as lab:
+            assert lab.shape == (size, size) and lab.read_region(0, size // 2, size // 2, 1, 1)[0, 0, 0] == 1
+    full_map = 4096 * 4096 * 2 * 4  # the 2-class float32 probabilities of the large slide: 128 MiB
+    assert peaks[4096] < peaks[1024] + 4 * 2**20, peaks
+    assert peaks[4096] < full_map / 8, peaks
