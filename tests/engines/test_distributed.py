@@ -12,6 +12,7 @@ from torch import nn
 
 from liverseg_monai.engines.distributed import (
     SyncBuffers,
+    attach_rank_handlers,
     is_main_process,
     mean_over_ranks,
     rank_handlers,
@@ -98,3 +99,13 @@ def test_single_process_fallbacks():
     net = nn.Linear(2, 2)
     assert unwrap(net) is net and unwrap(nn.DataParallel(net)) is net
     assert np.isfinite(_instance_ap(_instance_cases()))
+
+
+def test_attach_rank_handlers_attaches_what_this_rank_runs():
+    from ignite.engine import Engine, Events
+
+    engine = Engine(lambda e, b: None)
+    seeder = EpochSeeder()
+    assert attach_rank_handlers(engine, [seeder, None]) == [seeder]
+    assert engine.has_event_handler(seeder, Events.EPOCH_STARTED)
+    assert attach_rank_handlers(engine, None) == []

@@ -5,7 +5,11 @@ import torch
 from monai.losses import DiceCELoss
 
 from liverseg_monai.losses.vae import SegVAELoss
-from liverseg_monai.losses.weak_supervision import ClinicalTumorFractionLoss, predicted_tumor_fraction
+from liverseg_monai.losses.weak_supervision import (
+    ClinicalTumorFractionLoss,
+    attach_count_log,
+    predicted_tumor_fraction,
+)
 
 
 def logits_with_fraction(frac: float, n: int = 1000) -> torch.Tensor:
@@ -118,3 +122,18 @@ def test_attach_rampup_follows_the_trainer_epoch_also_after_a_resume():
     engine.state.max_epochs = 5
     engine.run([0], max_epochs=5)
     assert [w for _, w, _ in seen[-2:]] == [3.0, 4.0] and seen[-1][2] == pytest.approx(1.0)
+
+
+def test_attach_count_log_logs_and_resets_every_epoch(caplog):
+    from ignite.engine import Engine, Events
+
+    loss = ClinicalTumorFractionLoss()
+    trainer = Engine(lambda e, b: None)
+    attach_count_log(trainer, loss)
+    attach_count_log(trainer, None)  # no weak-supervision term: nothing attached
+    assert len(trainer._event_handlers[Events.EPOCH_COMPLETED]) == 1
+    loss.n_used, loss.n_skipped = 3, 2
+    with caplog.at_level(logging.INFO, logger="liverseg_monai.losses.weak_supervision"):
+        trainer.run([0], max_epochs=1)
+    assert "3 patient samples used, 2 skipped" in caplog.text
+    assert loss.n_used == loss.n_skipped == 0

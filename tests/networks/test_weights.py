@@ -14,6 +14,7 @@ from liverseg_monai.networks.weights import (
     adapt_input_conv,
     backbone_state_dict,
     load_encoder_weights,
+    load_pretrained_encoder,
     read_backbone_file,
     save_backbone,
 )
@@ -141,3 +142,14 @@ def test_bad_files(tmp_path):
     torch.save({}, empty)
     with pytest.raises(InputError, match="no state dict"):
         load_encoder_weights(target, empty)
+
+
+def test_load_pretrained_encoder_only_with_a_file(resnet50_file):
+    path, net = resnet50_file
+    target = torchvision.models.resnet50(weights=None)
+    before = target.conv1.weight.detach().clone()
+    assert load_pretrained_encoder(target, None) is None and load_pretrained_encoder(target, "") is None
+    torch.testing.assert_close(target.conv1.weight.detach(), before)
+    report = load_pretrained_encoder(target, path, prefix="")
+    assert report.complete, str(report)
+    torch.testing.assert_close(target.conv1.weight.detach(), net.conv1.weight.detach())
