@@ -644,6 +644,7 @@ def run_slide_inference(
     inferer: Callable | None = None,
     activation: str | None = "softmax",
     checkpoint: str | os.PathLike | None = None,
+    num_workers: int = 0,
     progress: bool = True,
 ) -> list[dict]:
     """Run :func:`infer_slide` on each slide of a datalist; the entry point for bundle configs.
@@ -663,6 +664,7 @@ def run_slide_inference(
         mean, std: per-channel normalisation applied to the [0, 1] patches before the network.
         inferer: a MONAI inferer ``inferer(inputs, network)`` (e.g. ``SimpleInferer()``).
         checkpoint: a state dict file (``models/model.pt``) loaded into ``network`` first, if given.
+        num_workers: reader processes (0: patches are read ahead in one background thread).
 
     Returns:
         one summary dict per slide (see :meth:`SlideResult.as_dict`).
@@ -695,6 +697,7 @@ def run_slide_inference(
                 class_names=class_names,
                 overlay_path=output_dir / f"{stem}_overlay.png",
                 areas_path=output_dir / f"{stem}_areas.csv",
+                num_workers=num_workers,
                 progress=progress,
             )
         results.append(res.as_dict())
