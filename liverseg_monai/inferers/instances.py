@@ -475,6 +475,7 @@ def infer_slide_instances(
     thumbnail_size: int = 1024,
     droplet_filter: Mapping | None = None,
     num_workers: int = 0,
+    model: Mapping | None = None,
 ) -> dict:
     """Droplet instances of a whole slide, tile by tile on its tissue; writes the droplet outputs.
 
@@ -485,14 +486,16 @@ def infer_slide_instances(
     mask crops, not the level. The droplet filter (:func:`~liverseg_monai.transforms.droplet_filter.
     keep_droplets`) compares every droplet with the slide's mean droplet, as inference.json does per tile.
 
-    Writes into ``out_dir`` (each file atomically; all four appear only when the slide succeeded):
+    Writes into ``out_dir`` (each file atomically; all five appear only when the slide succeeded):
 
     - ``<stem>_instances.tif``: pyramidal tiled TIFF of droplet ids (uint16, or uint32 beyond 65534
       droplets) with the level's shape and microns per pixel; ids 1..N by decreasing score;
     - ``<stem>_droplets.csv``: one row per droplet (:data:`DROPLET_COLUMNS`; centroid in level pixels,
       area in µm², perimeter in µm, eccentricity, elongation, score), header only when none;
     - ``<stem>_overlay.png``: the thumbnail with droplets in green and the tissue outline in blue;
-    - ``<stem>_summary.json``: the returned summary.
+    - ``<stem>_summary.json``: the returned summary;
+    - ``<stem>_report.json``: the read-out (steatosis % of tissue, droplet count, areas in mm², the mpp
+      and ``model``; :func:`liverseg_monai.io.readout.steatosis_report`).
 
     Args:
         slide_path: the slide (TIFF-based formats with tifffile, others with openslide-python).
@@ -511,6 +514,7 @@ def infer_slide_instances(
         droplet_filter: keyword arguments of ``keep_droplets`` (``size_range``, ``perimeter_range``,
             ``eccentricity_range``, ``reference``) plus ``eccentricity_measure`` and ``keep_border``;
             None keeps every droplet.
+        model: the model named in the report (``{"bundle", "name", "version"}``).
 
     Returns:
         the summary: ``slide``, ``level``, ``shape`` (level ``[H, W]``), ``mpp`` (of the level),
@@ -530,6 +534,7 @@ def infer_slide_instances(
     import warnings
 
     from liverseg_monai.inferers.slide import TissuePatchSplitter, iter_patches, patch_starts, slide_stem
+    from liverseg_monai.io.readout import REPORT_SUFFIX, steatosis_report, write_report
     from liverseg_monai.io.slide import SlideLabelWriter, open_slide, tissue_mask, wsi_reader
     from liverseg_monai.transforms.droplet_filter import keep_droplets
 
@@ -652,7 +657,9 @@ def infer_slide_instances(
             write_table(stage / f"{stem}_droplets.csv", [], DROPLET_COLUMNS, lineterminator="\n")
         _thumbnail_overlay(stage / f"{stem}_overlay.png", thumb, tissue, fat_small)
         atomic_write_text(stage / f"{stem}_summary.json", json.dumps(summary, indent=2))
-        for name in (f"{stem}_instances.tif", f"{stem}_droplets.csv", f"{stem}_overlay.png", f"{stem}_summary.json"):
+        write_report(stage / f"{stem}{REPORT_SUFFIX}", steatosis_report(slide_path, summary, model))
+        for name in (f"{stem}_instances.tif", f"{stem}_droplets.csv", f"{stem}_overlay.png", f"{stem}_summary.json",
+                     f"{stem}{REPORT_SUFFIX}"):
             os.replace(stage / name, out / name)
     finally:
         shutil.rmtree(stage, ignore_errors=True)
@@ -685,6 +692,7 @@ def run_slide_instances(
     Returns:
         the per-slide summaries.
     """
+    from liverseg_monai.io.readout import bundle_identity
     from liverseg_monai.io.slide import open_slide
     from liverseg_monai.io.tables import write_table
     from liverseg_monai.networks.weights import load_module_weights
@@ -695,6 +703,7 @@ def run_slide_instances(
     for path in paths:  # fail fast on files that are not slides or lack the mpp
         with open_slide(path, mpp=kwargs.get("mpp")):
             pass
-    results = [infer_slide_instances(path, network, output_dir, device=device, **kwargs) for path in paths]
+    model = kwargs.pop("model", None) or bundle_identity(checkpoint)
+    results = [infer_slide_instances(path, network, output_dir, device=device, model=model, **kwargs) for path in paths]
     write_table(Path(output_dir) / "slides.csv", [{k: v for k, v in r.items() if k != "shape"} for r in results])
     return results

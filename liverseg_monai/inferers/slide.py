@@ -51,7 +51,7 @@ import os
 import tempfile
 import warnings
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -65,6 +65,7 @@ from monai.inferers import PatchInferer, ZarrAvgMerger
 from monai.inferers.splitter import Splitter
 
 from liverseg_monai.io.atomic import all_or_none, atomic_path, atomic_write_text
+from liverseg_monai.io.readout import REPORT_SUFFIX, bundle_identity, tissue_class_report, write_report
 from liverseg_monai.io.slide import Slide, SlideLabelWriter, open_slide, tissue_mask, wsi_reader
 from liverseg_monai.io.tables import write_table
 
@@ -507,6 +508,8 @@ def infer_slide(
     num_workers: int = 0,
     reader: BaseWSIReader | None = None,
     progress: bool = True,
+    report_path: str | os.PathLike | None = None,
+    model: Mapping | None = None,
 ) -> SlideResult:
     """Segment a whole slide patch by patch and write the label TIFF, overlay PNG and area CSV.
 
@@ -534,6 +537,9 @@ def infer_slide(
         num_workers: reader processes (0: patches are read in one background thread).
         reader: the MONAI ``BaseWSIReader`` reading patches (default: :func:`~liverseg_monai.io.slide.wsi_reader`).
         progress: tqdm progress bar.
+        report_path: JSON read-out to write with the CSV (tissue-class areas in mm^2, see
+            :func:`liverseg_monai.io.readout.tissue_class_report`; None: none).
+        model: the model named in the report (``{"bundle", "name", "version"}``).
 
     Returns:
         a :class:`SlideResult` with the paths and the per-class areas (mm^2).
@@ -607,6 +613,9 @@ def infer_slide(
                     _save_overlay(Path(overlay_path), thumb, source.thumbnail)
                 if areas_path is not None:
                     write_table(areas_path, areas)
+                if report_path is not None:
+                    report = tissue_class_report(slide.path, areas, level_mpp, level, model, background_class)
+                    write_report(report_path, report)
         return SlideResult(
             image=slide.path,
             label_path=out_path,
@@ -649,7 +658,8 @@ def run_slide_inference(
 ) -> list[dict]:
     """Run :func:`infer_slide` on each slide of a datalist; the entry point for bundle configs.
 
-    Writes ``<stem>_label.tiff``, ``<stem>_overlay.png`` and ``<stem>_areas.csv`` per slide into
+    Writes ``<stem>_label.tiff``, ``<stem>_overlay.png``, ``<stem>_areas.csv`` and ``<stem>_report.json``
+    (tissue-class areas in mm^2, naming the bundle that holds ``checkpoint``) per slide into
     ``output_dir``, plus ``slides.json`` listing them.
 
     Args:
@@ -678,6 +688,7 @@ def run_slide_inference(
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     predict = as_predictor(network, device, inferer=inferer, mean=mean, std=std)
+    model = bundle_identity(checkpoint)
     results = []
     for item in slides:
         path = item["image"] if isinstance(item, dict) else item
@@ -697,6 +708,8 @@ def run_slide_inference(
                 class_names=class_names,
                 overlay_path=output_dir / f"{stem}_overlay.png",
                 areas_path=output_dir / f"{stem}_areas.csv",
+                report_path=output_dir / f"{stem}{REPORT_SUFFIX}",
+                model=model,
                 num_workers=num_workers,
                 progress=progress,
             )
