@@ -10,7 +10,7 @@ import torch
 from monai.data import MetaTensor
 from monai.transforms import EnsureChannelFirstd, LoadImaged, SaveImaged
 
-from liverseg_monai.engines.two_stage import SaveDicomSegd, SaveDicomSRd
+from liverseg_monai.io.dicom_writers import SaveDicomSegd, SaveDicomSRd
 from liverseg_monai.errors import InputError, find_error
 from liverseg_monai.io.dicom import DicomSeriesReader, read_seg, write_series
 from liverseg_monai.io.naming import CaseFolderLayout
