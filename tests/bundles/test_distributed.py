@@ -123,7 +123,7 @@ CASES = [
          synth={"prepare": {"kind": "hcc-tace", "options": {"val_fraction": 0.4}}}),
     Case("liver_tumor_ct_segresnetvae", "train_tumor", ("@network",), "models/model_tumor.pt",
          synth={"prepare": {"kind": "hcc-tace", "options": {"val_fraction": 0.4}}}),
-    Case("pathology_dino_pretraining", "train", ("@network", "@teacher"), "models/backbone.pt",
+    Case("pathology_dino_pretraining", "train", ("@network", "@teacher"), "models/model.pt",
          overrides={"max_epochs": 1, "batch_size": 2}),
     Case("liver_pathology_deeplab_segmentation", "train", ("@network",), "models/model.pt", synth={"n": 8}),
     Case("liver_steatosis_maskrcnn", "train", ("@network",), "models/model.pt", synth={"n": 8}),

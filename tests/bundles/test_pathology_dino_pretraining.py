@@ -65,6 +65,11 @@ def test_dino_learns_tissue_features_without_collapse(tmp_path):
     train = run_stage({"name": "train", "config": ["train.json"], "output_dir": "train",
                        "overrides": TRAIN_OVERRIDES}, root, data, tmp_path)
     assert (root / "models" / "backbone.pt").is_file()
+    # model.pt, the model-zoo artefact: the student's encoder, loading strictly into network_def
+    student = torch.load(root / "models" / "model.pt", map_location="cpu", weights_only=True)
+    resnet_backbone("resnet18").load_state_dict(student, strict=True)
+    teacher_enc = torch.load(root / "models" / "backbone.pt", map_location="cpu", weights_only=True)
+    assert not torch.equal(student["layer4.1.conv2.weight"], teacher_enc["layer4.1.conv2.weight"])
     # collapse monitors reach the engine's metrics (printed by StatsHandler every epoch)
     log = train.stdout + train.stderr
     assert "teacher_entropy" in log and "teacher_student_kl" in log
