@@ -20,14 +20,7 @@ CONFIGS = sorted((REPO / "bundles").glob("*/configs/*.json"))
 
 # (config path relative to bundles/, key) -> why it is still long. Remove an entry when it is fixed:
 # the test is a strict xfail, so a fixed entry fails until it is taken out of this list.
-KNOWN_LONG: dict[tuple[str, str], str] = {
-    ("pathology_pathsegdiff_segmentation/configs/inference_slide.json", "run#0"):
-        "whole-slide run as one 296-character call; owned by the PathSegDiff rework",
-    ("pathology_pathsegdiff_segmentation/configs/multi_gpu_train_diffusion.json", "initialize#3"):
-        "128-character autoencoder weight loading; owned by the PathSegDiff rework",
-    ("pathology_pathsegdiff_segmentation/configs/train_diffusion.json", "initialize#1"):
-        "128-character autoencoder weight loading; owned by the PathSegDiff rework",
-}
+KNOWN_LONG: dict[tuple[str, str], str] = {}
 
 
 def expressions(node: object, key: str = "") -> Iterator[tuple[str, str]]:
