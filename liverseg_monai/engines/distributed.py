@@ -96,16 +96,18 @@ def _writer_types() -> tuple[type, ...]:
     from ignite.handlers import ProgressBar
     from monai.handlers import CheckpointSaver, MLFlowHandler, StatsHandler, TensorBoardHandler
 
+    from liverseg_monai.engines.checkpoints import TrainConfigWriter
     from liverseg_monai.ssl.handlers import SaveBackbone
 
-    return CheckpointSaver, MLFlowHandler, ProgressBar, SaveBackbone, StatsHandler, TensorBoardHandler
+    return CheckpointSaver, MLFlowHandler, ProgressBar, SaveBackbone, StatsHandler, TensorBoardHandler, TrainConfigWriter
 
 
 def rank_handlers(handlers: Iterable | None) -> list:
     """The handlers this process attaches: all of them on rank 0; on the other ranks all but the writers.
 
     Writers are the handlers whose job is output: checkpoint savers (``CheckpointSaver`` and
-    subclasses, ``SaveBackbone``), ``StatsHandler``, TensorBoard and MLflow handlers and progress bars.
+    subclasses, ``SaveBackbone``, ``TrainConfigWriter``), ``StatsHandler``, TensorBoard and MLflow
+    handlers and progress bars.
     Everything else (validation, which every rank must run because its metric is gathered across
     ranks, learning-rate schedules, epoch seeding, checkpoint loading, training phases) runs on every
     rank, so the ranks stay in step. ``None`` entries (disabled components) are dropped.
