@@ -59,7 +59,7 @@ class AblationMetrics:
     def __call__(self, item: dict) -> dict[str, float]:
         if self.pred_key not in item:
             return {}
-            affine = affine_of(item[self.pred_key])
+        affine = affine_of(item[self.pred_key])
         spacing = np.linalg.norm(affine[:3, :3], axis=0).tolist() if affine is not None else [1.0, 1.0, 1.0]
         values = cascade_case_metrics(item[self.pred_key], item[self.label_key], spacing, self.class_names, self.hd95)
         return {f"{k}{self.suffix}": v for k, v in values.items()}

@@ -127,7 +127,7 @@ class TwoStageSegmenter(nn.Module):
         """One case: ``(1, 1, X, Y, Z)`` HU -> label map ``(X, Y, Z)`` float32."""
         liver = self.liver_cleanup(self.liver_stage(image)[0] > 0)
         labels = liver.to(torch.float32)
-        box = mask_bounds(liver) if bool(liver.any()) else []
+        box = mask_bounds(liver)
         if len(box) == 0:
             if not torch.jit.is_scripting():
                 self._warn_empty()

@@ -2,16 +2,13 @@ import numpy as np
 import pytest
 import torch
 from monai.data import MetaTensor
-from monai.transforms import Compose, FillHoles, KeepLargestConnectedComponent
+from monai.transforms import CropForeground, Resize, ScaleIntensityRange
 from torch import nn
 
-from liverseg_monai.engines.two_stage import (
-    AblationMetrics,
-    PrepareBatchWithPrior,
-    TwoStageSegmenter,
-    cascade_case_metrics,
-    tumor_burden,
-)
+from liverseg_monai.engines.two_stage import PrepareBatchWithPrior
+from liverseg_monai.metrics.cascade import AblationMetrics, cascade_case_metrics, tumor_burden
+from liverseg_monai.networks.blocks.mask_cleanup import KeepLargestComponent, MaskCleanup
+from liverseg_monai.networks.two_stage import CascadeStage, TwoStageSegmenter, resize, window
 
 
 class Band(nn.Module):
@@ -41,11 +38,9 @@ def scene(shape=(40, 36, 30)):
 
 
 def segmenter(**kw):
-    liver_net = Band(0.3, 0.6)  # liver window (-200, 300): -50 < HU < 100
-    tumor_net = Band(0.15, 0.37)  # tumour window (-100, 250): -47 < HU < 30
-    post = Compose([KeepLargestConnectedComponent(applied_labels=[1]), FillHoles(applied_labels=[1])])
-    return TwoStageSegmenter(liver_net, tumor_net, liver_size=(32, 32, 24), tumor_size=(32, 32, 32),
-                             margin=2, liver_postprocessing=post, **kw)
+    liver = CascadeStage(Band(0.3, 0.6), (-200, 300), (32, 32, 24))  # -50 < HU < 100
+    tumor = CascadeStage(Band(0.15, 0.37), (-100, 250), (32, 32, 32))  # -47 < HU < 30
+    return TwoStageSegmenter(liver, tumor, margin=2, liver_cleanup=MaskCleanup(), **kw)
 
 
 def dice(a, b):
@@ -72,8 +67,8 @@ def test_liver_then_tumour_in_the_liver_box():
 def test_tumour_outside_the_stage1_liver_is_dropped_unless_allowed(tumor_in_liver):
     hu, liver, tumor = scene()
     net = segmenter(tumor_in_liver=tumor_in_liver)
-    net.liver_postprocessing = KeepLargestConnectedComponent(applied_labels=[1])  # no hole filling
-    net.liver_net = Band(0.45, 0.6)  # the liver without its tumour (HU 0 -> 0.4)
+    net.liver_cleanup = KeepLargestComponent()  # no hole filling
+    net.liver_stage.net = Band(0.45, 0.6)  # the liver without its tumour (HU 0 -> 0.4)
     with torch.no_grad():
         lab = net(torch.as_tensor(hu)[None, None])[0, 0].numpy()
     assert (lab[tumor] == 2).mean() < 0.2 if tumor_in_liver else (lab[tumor] == 2).mean() > 0.8
@@ -100,7 +95,7 @@ def test_vessel_classes_map_to_labels_3_and_4():
             return torch.cat([-t, t, pv, torch.zeros_like(x) - 50], dim=1)
 
     net = segmenter()
-    net.tumor_net = FourClass()
+    net.tumor_stage.net = FourClass()
     with torch.no_grad():
         lab = net(torch.as_tensor(hu)[None, None])[0, 0].numpy()
     assert (lab == 3).any() and not (lab == 4).any() and (lab == 2).any()
@@ -128,3 +123,59 @@ def test_case_metrics_and_burden():
     assert m["liver_dice"] == 1.0 and m["tumor_dice"] == 0.0 and m["tumor_burden_pct"] == 0.0
     extra = AblationMetrics({2: "tumor"})({"pred_no_ac": MetaTensor(torch.as_tensor(pred)), "label": torch.as_tensor(ref)})
     assert extra["tumor_dice_no_ac"] == 0.0 and "liver_dice_no_ac" not in extra
+
+
+def test_stage_pieces_match_the_training_transforms():
+    """The torch window, resize and crop equal the MONAI transforms training feeds the networks."""
+    hu = torch.randn(1, 23, 17, 11) * 400
+    expected = Resize((16, 8, 12), mode="trilinear", anti_aliasing=False)(
+        ScaleIntensityRange(a_min=-100, a_max=250, b_min=0.0, b_max=1.0, clip=True)(hu))
+    got = resize(window(hu[None], -100.0, 250.0), [16, 8, 12])[0]
+    torch.testing.assert_close(got, torch.as_tensor(expected), rtol=1e-5, atol=1e-6)
+    _, liver, _ = scene()
+    classes = []
+
+    class Record(nn.Module):  # records the stage-2 input (the crop), predicts background
+        def forward(self, x):
+            classes.append(x.shape[2:])
+            return torch.cat([torch.ones_like(x), torch.zeros_like(x)], dim=1)
+
+    net = TwoStageSegmenter(CascadeStage(Band(0.3, 0.6), (-200, 300), (40, 36, 30)),
+                            CascadeStage(nn.Identity(), (-100, 250), (8, 8, 8)), margin=[3, 1, 2])
+    net.tumor_stage = _Crop(classes)
+    hu, _, _ = scene()
+    with torch.no_grad():
+        lab = net(torch.as_tensor(hu)[None, None])[0, 0]
+    mask = torch.as_tensor(lab.numpy() >= 1)[None]
+    box_shape = CropForeground(margin=[3, 1, 2], allow_smaller=True)(mask).shape[1:]
+    assert tuple(classes[0]) == tuple(box_shape)
+
+
+class _Crop(nn.Module):
+    """A stage 2 that records the crop's shape and predicts background."""
+
+    def __init__(self, shapes: list):
+        super().__init__()
+        self.shapes = shapes
+
+    def forward(self, x):
+        self.shapes.append(tuple(x.shape[2:]))
+        return torch.zeros(x.shape[0], *x.shape[2:], dtype=torch.int64)
+
+
+def test_scripted_network_gives_the_eager_output():
+    """torch.jit.script compiles the whole cascade (clean-up, data-dependent crop, paste) and agrees."""
+    hu, _, _ = scene()
+    net = segmenter()
+    net.liver_stage.net = nn.Conv3d(1, 2, 1)
+    net.tumor_stage.net = nn.Conv3d(1, 2, 1)
+    with torch.no_grad():
+        net.liver_stage.net.weight.copy_(torch.tensor([8.0, -8.0]).view(2, 1, 1, 1, 1))
+        net.liver_stage.net.bias.copy_(torch.tensor([-4.8, 4.8]))  # liver where window(HU) < 0.6
+        net.tumor_stage.net.weight.copy_(torch.tensor([8.0, -8.0]).view(2, 1, 1, 1, 1))
+        net.tumor_stage.net.bias.copy_(torch.tensor([-2.96, 2.96]))  # tumour where window(HU) < 0.37
+        x = torch.as_tensor(hu)[None, None]
+        eager = net(x)
+        scripted = torch.jit.script(net)(x)
+    assert set(torch.unique(eager).tolist()) == {0.0, 1.0, 2.0}
+    torch.testing.assert_close(scripted, eager)
