@@ -152,23 +152,3 @@ def train(url: str, model: str, params: Mapping[str, object], timeout_s: float =
         raise MonaiLabelError(f"training {model} ended with status {task.get('status')!r}:\n{details}")
     return task
 
-
-def serve_composed_network(bundle_root: str | os.PathLike, parts: Mapping[str, str],
-                           config: str = "configs/inference.json") -> Path:
-    """Prepare a served bundle *copy* whose ``network`` is composed of separately checkpointed parts.
-
-    MONAI Label instantiates ``network_def`` and loads one ``models/model.pt`` into it. The two-stage
-    tumour bundle's ``network_def`` is its liver stage (what ``ckpt_export`` exports) and its
-    ``network`` the two-stage segmenter; this sets ``network_def`` to the ``network`` definition and
-    saves the composed state dict (parts loaded from their checkpoints) as ``models/model.pt``.
-
-    Args:
-        bundle_root: the copy under the app's ``model/`` folder.
-        parts: checkpoint (relative to ``bundle_root``) -> config id of the part, e.g.
-            ``{"models/model_liver.pt": "liver#network_def", "models/model_tumor.pt": "tumor#network_def"}``.
-    """
-    from liverseg_monai.ecosystem.bundles import save_network_weights, set_config_values
-
-    composed = json.loads((Path(bundle_root) / config).read_text())["network"]
-    set_config_values(bundle_root, config, {"network_def": composed})
-    return save_network_weights(bundle_root, config=config, load=parts)
