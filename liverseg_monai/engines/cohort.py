@@ -9,6 +9,7 @@ from pathlib import Path
 from monai.data import DataLoader
 from torch.utils.data import Subset
 
+from liverseg_monai.engines.distributed import gather_lists, is_main_process
 from liverseg_monai.errors import InputError, find_error
 from liverseg_monai.io.tables import write_table
 
@@ -26,7 +27,9 @@ def run_cohort(evaluator, dataset, output_dir: str | os.PathLike, on_error: str 
             ``"raise"``: stop at the first failure (the error names the file).
 
     Returns:
-        the failures, ``[{"case": ..., "error": ...}]``; raises if every case failed.
+        the failures, ``[{"case": ..., "error": ...}]``; raises if every case failed. Under ``torchrun``
+        (each rank given its own cases) the failures and the count are those of all ranks, and rank 0
+        writes the one ``failed_cases.csv``.
     """
     if on_error not in ("continue", "raise"):
         raise ValueError(f"on_error must be 'continue' or 'raise', got {on_error!r}")
@@ -46,11 +49,15 @@ def run_cohort(evaluator, dataset, output_dir: str | os.PathLike, on_error: str 
             message = str(found) if found is not None else f"{type(err).__name__}: {err}"
             logger.error("case failed, going on with the others: %s", message)
             failures.append({"case": str(name), "error": message})
+    # under torchrun each rank ran its own cases: one report of every rank's failures, written by rank 0
+    failures = gather_lists(failures)
+    total = sum(gather_lists([len(dataset)]))
     if failures:
-        Path(output_dir).mkdir(parents=True, exist_ok=True)
-        write_table(Path(output_dir) / "failed_cases.csv", failures)
-        logger.warning("%d of %d cases failed; see %s", len(failures), len(dataset), Path(output_dir) / "failed_cases.csv")
-        if len(failures) == len(dataset):
+        if is_main_process():
+            Path(output_dir).mkdir(parents=True, exist_ok=True)
+            write_table(Path(output_dir) / "failed_cases.csv", failures)
+        logger.warning("%d of %d cases failed; see %s", len(failures), total, Path(output_dir) / "failed_cases.csv")
+        if len(failures) == total:
             raise _all_failed(failures)
     return failures
 

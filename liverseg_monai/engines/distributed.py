@@ -7,6 +7,13 @@ GPU is visible, one CPU process per rank with gloo (how CI checks it). The netwo
 engines call its ``set_epoch`` every epoch), validation is split the same way (MONAI's metrics gather
 their buffers across ranks), and only rank 0 writes checkpoints, logs and TensorBoard files.
 
+A ``multi_gpu_inference.json`` is merged after a bundle's ``inference.json`` and run the same way:
+each rank infers its own share of the testing cases (:func:`shard`: every case once, by one rank, on
+any number of nodes), failures of every rank are collected into one ``failed_cases.csv``
+(:func:`gather_lists`, used by :func:`liverseg_monai.engines.cohort.run_cohort`), and tables that a
+run appends to case by case are written per rank and merged by rank 0 (:func:`rank_file`,
+:func:`merge_rank_tables`).
+
 These functions keep the config's ``$`` expressions one line each.
 """
 
@@ -27,11 +34,16 @@ __all__ = [
     "SyncBuffers",
     "attach_rank_handlers",
     "backend",
+    "barrier",
+    "gather_lists",
     "is_main_process",
     "local_device",
     "mean_over_ranks",
+    "merge_rank_tables",
     "rank",
+    "rank_file",
     "rank_handlers",
+    "shard",
     "sync_batchnorm",
     "unwrap",
     "world_size",
@@ -73,6 +85,72 @@ def mean_over_ranks(value: float) -> float:
     total = torch.tensor(float(value), dtype=torch.float64, device=local_device())
     dist.all_reduce(total)
     return float(total) / n
+
+
+def barrier() -> None:
+    """Wait for every rank (a no-op outside distributed runs)."""
+    if world_size() > 1:
+        dist.barrier()
+
+
+def shard(items: Sequence) -> list:
+    """This rank's share of ``items``: ``items[rank::world_size]`` (all of them outside distributed runs).
+
+    Every item goes to exactly one rank (MONAI's ``partition_dataset(shuffle=False, even_divisible=False)``
+    split, which also allows fewer items than ranks: a rank may get none), so each case is written once.
+    """
+    return list(items)[rank()::world_size()]
+
+
+def gather_lists(items: Sequence) -> list:
+    """The concatenation of every rank's ``items`` in rank order, on every rank (``items`` outside
+    distributed runs); every rank must call it. Items are any picklable objects."""
+    n = world_size()
+    if n == 1:
+        return list(items)
+    parts: list = [None] * n
+    dist.all_gather_object(parts, list(items))
+    return [item for part in parts for item in part]
+
+
+def rank_file(path: str | os.PathLike) -> str:
+    """``path`` with the rank before its suffix (``steatosis.csv`` -> ``steatosis.rank1.csv``) in distributed
+    runs, ``path`` itself otherwise: the per-rank part of a table that :func:`merge_rank_tables` joins."""
+    path = str(path)
+    if world_size() == 1:
+        return path
+    stem, dot, suffix = path.rpartition(".")
+    return f"{stem}.rank{rank()}.{suffix}" if dot else f"{path}.rank{rank()}"
+
+
+def merge_rank_tables(path: str | os.PathLike) -> None:
+    """Join the per-rank parts of a CSV table (:func:`rank_file`) into ``path`` on rank 0 and remove them.
+
+    Every rank must call it (it waits for all of them first). Rows keep rank order; a rank that wrote no
+    part contributes nothing. A no-op outside distributed runs.
+    """
+    import csv
+    from pathlib import Path
+
+    from liverseg_monai.io.tables import write_table
+
+    n = world_size()
+    if n == 1:
+        return
+    dist.barrier()
+    if is_main_process():
+        path = Path(path)
+        parts = [path.with_name(f"{path.stem}.rank{r}{path.suffix}") for r in range(n)]
+        rows: list[dict] = []
+        for part in parts:
+            if part.is_file():
+                with open(part, newline="") as f:
+                    rows += list(csv.DictReader(f))
+        if rows:
+            write_table(path, rows)
+        for part in parts:
+            part.unlink(missing_ok=True)
+    dist.barrier()
 
 
 def unwrap(module: nn.Module) -> nn.Module:

@@ -172,3 +172,90 @@ def test_torchrun_two_ranks_end_with_identical_weights(tmp_path):
         {"max_epochs": 1, "spatial_size": [32, 32], "samples_per_volume": 2, "batch_size": 2, "num_workers": 0},
         ("@network",), "models/model.pt", port=29533,
     )
+
+
+# ---------------------------------------------------------------------------------------------------
+# cohort inference: multi_gpu_inference.json under torchrun
+# ---------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class InferCase:
+    """A bundle's inference under ``torchrun --nproc_per_node=2`` against the single-process run.
+
+    ``outputs``: glob of the per-case output files (one per testing case); ``broken``: the suffix of a
+    file name the bundle's reader refuses (a case that must land in ``failed_cases.csv``).
+    """
+
+    bundle: str
+    outputs: str
+    broken: str
+
+
+INFER_CASES = [
+    InferCase("liver_ct_unet_segmentation", "*_seg.nii.gz", ".nii.gz"),
+    InferCase("liver_pathology_deeplab_segmentation", "*_label.png", ".png"),
+]
+
+
+def _output_arrays(folder: Path, pattern: str) -> dict[str, object]:
+    import numpy as np
+
+    if pattern.endswith(".nii.gz"):
+        import nibabel as nib
+
+        return {p.name: np.asarray(nib.load(p).dataobj) for p in folder.rglob(pattern)}
+    from PIL import Image
+
+    return {p.name: np.asarray(Image.open(p)) for p in folder.rglob(pattern)}
+
+
+@pytest.mark.parametrize("case", INFER_CASES, ids=lambda c: c.bundle)
+def test_torchrun_inference_writes_each_case_once(case: InferCase, tmp_path):
+    """Two gloo ranks share the testing cases: every case written once, equal to the single-process
+    output; one broken case per rank, both reported in rank 0's one ``failed_cases.csv``."""
+    import json
+
+    import numpy as np
+
+    recipe = load_recipe(case.bundle)
+    stage = next(s for s in recipe["stages"] if s["name"] == "inference")
+    overrides = dict(stage.get("overrides") or {})
+    data = synthesize(recipe["synth"], tmp_path / "data")
+    root = copy_bundle(case.bundle, tmp_path / "bundle")
+    torch.manual_seed(0)  # random weights stand in for a training: the comparison needs only the same ones
+    from tests.bundles.test_model_zoo_layout import build_network
+
+    torch.save(build_network(root, overrides).state_dict(), root / "models" / "model.pt")
+
+    # the cases: the testing and validation images; the cohort: a broken file first and second (one per
+    # rank), then those cases
+    datalist = json.loads((data / "dataset.json").read_text())
+    images = [it if isinstance(it, str) else it["image"] for it in datalist["testing"] + datalist["validation"]]
+    broken = []
+    for name in ("broken_a", "broken_b"):
+        (data / f"{name}{case.broken}").write_bytes(b"not an image")
+        broken.append({"image": f"{name}{case.broken}"})
+    datalist["cases"] = [{"image": im} for im in images]
+    datalist["cohort"] = broken + datalist["cases"]
+    (data / "dataset.json").write_text(json.dumps(datalist))
+    cases = {"datalist": "$liverseg_monai.data.load_datalist(@dataset_dir, 'cases')"}
+    cohort = {"datalist": "$liverseg_monai.data.load_datalist(@dataset_dir, 'cohort')"}
+
+    single, multi = tmp_path / "single", tmp_path / "multi"
+    proc = subprocess.run(bundle_command(root, ["inference.json"], data, single, {**overrides, **cases}),
+                          capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-6000:]
+    cmd = bundle_command(root, ["inference.json", "multi_gpu_inference.json"], data, multi, {**overrides, **cohort})
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29571"] + cmd[1:]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900, env=env)
+    assert proc.returncode == 0, proc.stdout[-3000:] + "\n" + proc.stderr[-8000:]
+
+    expected, got = _output_arrays(single, case.outputs), _output_arrays(multi, case.outputs)
+    assert len(expected) == len(images) >= 3
+    assert sorted(got) == sorted(expected)  # every case written, by name, once
+    assert not [p for p in multi.rglob("*rank*")], "per-rank files left behind"
+    for name in expected:
+        np.testing.assert_array_equal(got[name], expected[name], err_msg=name)
+    failed = (multi / "failed_cases.csv").read_text()
+    assert "broken_a" in failed and "broken_b" in failed, failed
+    assert len(failed.strip().splitlines()) == 3, failed  # header + one row per broken case
