@@ -32,24 +32,24 @@ def _parse(configs=("inference.json",), **overrides) -> ConfigParser:
 @pytest.mark.parametrize("with_vessels, classes", [(False, 2), (True, 4)])
 def test_stage_networks_and_vessel_switch(with_vessels, classes):
     parser = _parse(with_vessels=with_vessels, init_filters=8, **{"liver#roi_size": [32, 32, 16], "tumor#roi_size": [16, 16, 16]})
-    liver, tumor = parser.get_parsed_content("network_def"), parser.get_parsed_content("tumor#network_def")
+    liver, tumor = parser.get_parsed_content("liver#network_def"), parser.get_parsed_content("tumor#network_def")
     assert liver(torch.zeros(1, 1, 32, 32, 16)).shape == (1, 2, 32, 32, 16)
     assert tumor(torch.zeros(1, 1, 16, 16, 16)).shape == (1, classes, 16, 16, 16)
     assert sorted(parser.get_parsed_content("label_names")) == list(range(1, classes + 1))
-    train = _parse(("train.json", "train_tumor.json"), with_vessels=with_vessels)
+    train = _parse(("inference.json", "train.json", "train_tumor.json"), with_vessels=with_vessels)
     assert train.get_parsed_content("num_classes") == classes
     assert train.get_parsed_content("ckpt_name") == "model_tumor.pt"
-    assert _parse(("train.json",)).get_parsed_content("ckpt_name") == "model_liver.pt"
+    assert _parse(("inference.json", "train.json")).get_parsed_content("ckpt_name") == "model_liver.pt"
 
 
 def test_ablation_switches():
-    on = _parse(("train.json", "train_tumor.json")).get_parsed_content("loss")
-    off = _parse(("train.json", "train_tumor.json"), **{"weak_supervision#weight": 0.0}).get_parsed_content("loss")
+    on = _parse(("inference.json", "train.json", "train_tumor.json")).get_parsed_content("loss")
+    off = _parse(("inference.json", "train.json", "train_tumor.json"), **{"weak_supervision#weight": 0.0}).get_parsed_content("loss")
     assert on.weak_loss.weight == 0.1 and off.weak_loss.weight == 0.0
     # the clinical term waits for a quarter of the epochs, ramps up over the next quarter, sigma >= 0.05
-    sched = _parse(("train.json", "train_tumor.json"), max_epochs=40).get_parsed_content("loss").weak_loss
+    sched = _parse(("inference.json", "train.json", "train_tumor.json"), max_epochs=40).get_parsed_content("loss").weak_loss
     assert (sched.start_epoch, sched.rampup_epochs, sched.min_std) == (10, 10, 0.05)
-    assert _parse(("train.json",)).get_parsed_content("loss").weak_loss is None  # stage 1 has no weak term
+    assert _parse(("inference.json", "train.json")).get_parsed_content("loss").weak_loss is None  # stage 1 has no weak term
     assert _parse().get_parsed_content("refine").enabled is True
     assert _parse(**{"active_contour#enabled": False}).get_parsed_content("refine").enabled is False
     evaluate = _parse(("inference.json", "evaluate.json")).get_parsed_content("evaluation#metrics")
@@ -75,7 +75,7 @@ def _tiny_dataset(root: Path, with_table: bool = True) -> Path:
 
 def test_clinical_priors_fitted_on_the_training_split(tmp_path, caplog):
     data = _tiny_dataset(tmp_path)
-    parser = _parse(("train.json", "train_tumor.json"), dataset_dir=str(data))
+    parser = _parse(("inference.json", "train.json", "train_tumor.json"), dataset_dir=str(data))
     items = {it["patient_id"]: it for it in parser.get_parsed_content("train#dataset#data")}
     assert set(items) == {"P0", "P2", "P3"}  # P1 is validation: not in the fit
     assert items["P0"]["tumor_fraction_prior"] == pytest.approx(0.10)  # group A fitted on P0 alone
@@ -86,7 +86,7 @@ def test_clinical_priors_fitted_on_the_training_split(tmp_path, caplog):
 
 def test_no_clinical_table_trains_without_the_term(tmp_path, caplog):
     data = _tiny_dataset(tmp_path, with_table=False)
-    items = _parse(("train.json", "train_tumor.json"), dataset_dir=str(data)).get_parsed_content("train#dataset#data")
+    items = _parse(("inference.json", "train.json", "train_tumor.json"), dataset_dir=str(data)).get_parsed_content("train#dataset#data")
     assert all(math.isnan(it["tumor_fraction_prior"]) for it in items)
     assert "no clinical table" in caplog.text
 
@@ -138,10 +138,12 @@ def test_learns_liver_and_tumour_on_held_out_phantoms(tmp_path):
     root = copy_bundle("liver_tumor_ct_segresnetvae", tmp_path / "bundle")
     spacing = [6.25, 6.25, 7.5]
     common = {"spacing": spacing, "init_filters": 8, "batch_size": 2, "num_workers": 0, "learning_rate": 0.002}
-    run_stage({"name": "train_liver", "config": ["train.json"], "overrides": {
-        **common, "max_epochs": 30, "val_interval": 30, "roi_size": [48, 48, 32]}}, root, data, tmp_path)
-    run_stage({"name": "train_tumor", "config": ["train.json", "train_tumor.json"], "overrides": {
-        **common, "max_epochs": 60, "val_interval": 60, "roi_size": [32, 32, 32]}}, root, data, tmp_path)
+    sizes = {"liver#roi_size": [48, 48, 32], "tumor#roi_size": [32, 32, 32]}
+    run_stage({"name": "train_liver", "config": ["inference.json", "train.json"], "overrides": {
+        **common, **sizes, "max_epochs": 30, "val_interval": 30}}, root, data, tmp_path)
+    run_stage({"name": "train_tumor", "config": ["inference.json", "train.json", "train_tumor.json"], "overrides": {
+        **common, **sizes, "max_epochs": 60, "val_interval": 60}}, root, data, tmp_path)
+    assert (root / "models" / "model.pt").is_file()  # the composed network, written when the tumour stage ends
     infer = {"spacing": spacing, "init_filters": 8, "liver#roi_size": [48, 48, 32], "tumor#roi_size": [32, 32, 32]}
     run_stage({"name": "infer", "config": ["inference.json"], "overrides": infer}, root, data, tmp_path)
     held_out = "$liverseg_monai.data.load_datalist(@dataset_dir, 'testing', require=('image', 'label'))"
@@ -162,3 +164,49 @@ def test_learns_liver_and_tumour_on_held_out_phantoms(tmp_path):
         assert out.shape == img.shape and np.allclose(out.affine, img.affine, atol=1e-4)
         orientations.add(nib.aff2axcodes(img.affine))
     assert len(orientations) == 2  # RAS and LPS inputs
+
+
+def test_network_def_is_both_stages_and_exports(tmp_path):
+    """`network_def` is the composed cascade (both stage networks in its state dict); `ckpt_export`
+    scripts it, and the TorchScript file, reloaded, gives the eager output on a CT-like volume."""
+    import subprocess
+
+    from liverseg_monai.recipes import bundle_command
+
+    parser = _parse(**SMALL_INFER)
+    net = parser.get_parsed_content("network_def")
+    assert net.liver_stage.net is parser.get_parsed_content("liver#network_def")
+    assert net.tumor_stage.net is parser.get_parsed_content("tumor#network_def")
+    keys = set(net.state_dict())
+    assert any(k.startswith("liver_stage.net.") for k in keys) and any(k.startswith("tumor_stage.net.") for k in keys)
+    torch.manual_seed(0)
+    for p in net.parameters():  # a liver stage that predicts liver in soft tissue, so stage 2 runs
+        p.data.normal_(0, 0.05)
+    root = copy_bundle("liver_tumor_ct_segresnetvae", tmp_path / "bundle")
+    torch.save(net.state_dict(), root / "models" / "model.pt")
+    ts = tmp_path / "model.ts"
+    cmd = bundle_command(root, "inference.json", tmp_path, tmp_path / "out", SMALL_INFER, verb="ckpt_export")
+    cmd.insert(4, "network_def")
+    cmd += ["--filepath", str(ts), "--ckpt_file", str(root / "models" / "model.pt"),
+            "--meta_file", str(root / "configs" / "metadata.json")]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    x = torch.full((1, 1, 40, 36, 20), -1000.0)
+    x[:, :, 8:30, 6:28, 4:16] = 60.0
+    x[:, :, 15:20, 14:19, 8:12] = 0.0
+    net.eval()
+    with torch.no_grad():
+        expected = net(x)
+        got = torch.jit.load(str(ts))(x)
+    torch.testing.assert_close(got, expected)
+
+
+def test_nifti_through_preprocessing_with_monailabel_entries(tmp_path):
+    """MONAI Label adds string entries such as `image_path` to the data; NIfTI input must still load
+    and resample (MONAI's Spacingd calls `.update` on every `image_*` entry of a NIfTI image)."""
+    img = np.full((20, 20, 10), -100, np.int16)
+    save_nifti(tmp_path / "ct.nii.gz", img, np.diag([2.0, 2.0, 5.0, 1.0]), np.int16)
+    pre = _parse(**SMALL_INFER).get_parsed_content("preprocessing")
+    out = pre({"image": str(tmp_path / "ct.nii.gz"), "image_path": str(tmp_path / "ct.nii.gz")})
+    assert out["image_path"] == str(tmp_path / "ct.nii.gz")
+    assert np.allclose(out["image"].pixdim, [8.0, 8.0, 10.0])

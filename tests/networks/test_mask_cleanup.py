@@ -4,7 +4,12 @@ import torch
 from monai.transforms import FillHoles, KeepLargestConnectedComponent
 from scipy import ndimage
 
-from liverseg_monai.networks.blocks.mask_cleanup import MaskCleanup, fill_holes, largest_component, mask_bounds
+from liverseg_monai.networks.blocks.mask_cleanup import (
+    MaskCleanup,
+    fill_holes,
+    largest_component,
+    mask_bounds,
+)
 
 
 def _blobs(seed: int) -> np.ndarray:
