@@ -251,7 +251,7 @@ def test_torchrun_inference_writes_each_case_once(case: InferCase, tmp_path):
     assert proc.returncode == 0, proc.stdout[-3000:] + "\n" + proc.stderr[-8000:]
 
     expected, got = _output_arrays(single, case.outputs), _output_arrays(multi, case.outputs)
-    assert len(expected) == len(images) >= 3
+    assert len(expected) == len(images) >= 2  # with the broken ones: two cases on each rank
     assert sorted(got) == sorted(expected)  # every case written, by name, once
     assert not [p for p in multi.rglob("*rank*")], "per-rank files left behind"
     for name in expected:
