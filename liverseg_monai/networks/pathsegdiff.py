@@ -244,7 +244,7 @@ class PathSegDiffFeatureExtractor(_Frozen):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         height, width = x.shape[-2:]
         pad_h, pad_w = -height % self.size_divisor, -width % self.size_divisor
-        padded = F.pad(x, (0, pad_w, 0, pad_h), mode="replicate") if pad_h or pad_w else x
+        padded = F.pad(x, (0, pad_w, 0, pad_h), mode="replicate")  # unconditional: a trace generalises over sizes
         z0 = self.autoencoder.encode(padded)[0] * self.latent_scale().to(padded)
         zt = self.signal_coef * z0 + self.noise_coef * self._noise_like(z0)
         timesteps = torch.full((x.shape[0],), self.timestep, dtype=torch.long, device=x.device)
@@ -268,6 +268,35 @@ class PathSegDiffSegmenter(nn.Module):
         head: ``[B, F, H, W]`` -> ``[B, num_classes, H, W]``, for example
             :class:`liverseg_monai.networks.blocks.seg_head.ConvSegmentationHead`.
     """
+
+    def __init__(self, extractor: nn.Module, head: nn.Module) -> None:
+        super().__init__()
+        self.extractor = extractor
+        self.head = head
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.extractor(x))
+
+    def __prepare_scriptable__(self) -> PathSegDiffSegmenter:
+        """What ``torch.jit.script`` compiles: this segmenter with its extractor traced.
+
+        MONAI's ``DiffusionModelUNet`` cannot be scripted, so ``monai.bundle ckpt_export`` (and the
+        model-zoo checker, which calls it without ``use_trace``) would fail. The extractor is traced on a
+        ``[1, 3, 2 * size_divisor, 2 * size_divisor]`` input instead (its shapes are traced, not frozen:
+        the trace runs at any size, tested) and the head is scripted as usual. The module itself is not
+        changed.
+        """
+        extractor = self.extractor
+        divisor = int(getattr(extractor, "size_divisor", 16))
+        param = next(extractor.parameters())
+        example = torch.rand(1, 3, 2 * divisor, 2 * divisor, device=param.device, dtype=param.dtype)
+        with torch.no_grad():
+            traced = torch.jit.trace(extractor.eval(), example, check_trace=False)
+        return _ScriptableSegmenter(traced, self.head)
+
+
+class _ScriptableSegmenter(nn.Module):
+    """The scripting form of :class:`PathSegDiffSegmenter` (a traced extractor and a head)."""
 
     def __init__(self, extractor: nn.Module, head: nn.Module) -> None:
         super().__init__()

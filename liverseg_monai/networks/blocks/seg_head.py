@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import torch
 from monai.networks.blocks import Convolution
 from torch import nn
 
@@ -52,6 +51,3 @@ class ConvSegmentationHead(nn.Sequential):
         super().__init__(*layers)
         self.in_channels = in_channels
         self.out_channels = out_channels
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return super().forward(x)
