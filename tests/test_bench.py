@@ -65,3 +65,22 @@ def test_train_input_repeats_a_small_dataset_to_a_real_epoch_length(tmp_path):
     assert row["steps"] == 6 and row["epoch_starts"] == 0  # 6 steps of a 20-step epoch
     assert 0 <= row["data_wait_share_steady"] <= row["data_wait_share"] + 1e-9 <= 1
     assert row["mean_epoch_start_wait_s"] is None
+
+
+def test_pathsegdiff_ablation_dataset_and_scores(tmp_path):
+    """The feature ablation's datalist (the demo's labelled split, a larger held-out set) and its per-tile reader."""
+    import json
+
+    from liverseg_monai.bench import GROUPS, SCENARIOS
+    from liverseg_monai.bench.pathsegdiff import make_dataset, per_tile_iou
+
+    assert "pathsegdiff_features" in GROUPS["quality"] and "pathsegdiff_features" in SCENARIOS
+    make_dataset(tmp_path / "d", n_train=4, n_val=2, n_test=5, size=32, seed=0)
+    lists = json.loads((tmp_path / "d" / "dataset.json").read_text())
+    assert [len(lists[k]) for k in ("training", "validation", "testing")] == [4, 2, 5]
+    names = [it["image"] for k in ("training", "validation", "testing") for it in lists[k]]
+    assert len(set(names)) == 11 and all((tmp_path / "d" / n).is_file() for n in names)
+    (tmp_path / "e").mkdir()
+    (tmp_path / "e" / "per_case.csv").write_text("case,mean_iou,mean_dice\r\ntile_0006,0.5,0.6\r\ntile_0007,,0.1\r\n")
+    scores = per_tile_iou(tmp_path / "e")
+    assert scores["tile_0006"] == 0.5 and scores["tile_0007"] != scores["tile_0007"]  # NaN for an undefined score

@@ -36,10 +36,11 @@ SCENARIOS = {
     "train_input": "liverseg_monai.bench.training:scenario_train_input",
     "networks": "liverseg_monai.bench.networks:scenario_networks",
     "quality": "liverseg_monai.bench.quality:scenario_quality",
+    "pathsegdiff_features": "liverseg_monai.bench.pathsegdiff:scenario_pathsegdiff_features",
 }
 GROUPS = {
     "speed": ["ct_liver", "ct_tumor", "slide_5000", "slide_20000", "train_input", "networks"],
-    "quality": ["quality"],
+    "quality": ["quality", "pathsegdiff_features"],
 }
 #: keyword arguments per scenario. ``full``: the issue's sizes; ``small``: a quick check of the whole
 #: run on a busy machine; ``tiny``: the unit test.
@@ -52,6 +53,7 @@ PRESETS = {
         "train_input": {"steps": 60, "min_epoch_steps": 30},
         "networks": {"size": 256, "batch": 4},
         "quality": {},
+        "pathsegdiff_features": {"seeds": [0, 1, 2], "n_test": 100},
     },
     "small": {
         "ct_liver": {"shape": [128, 128, 48]},
@@ -61,6 +63,7 @@ PRESETS = {
         "train_input": {"steps": 4, "bundles": ["liver_ct_unet_segmentation"]},
         "networks": {"size": 128, "batch": 2, "repeat": 1},
         "quality": {"bundles": ["liver_ct_unet_segmentation"]},
+        "pathsegdiff_features": {"seeds": [0], "n_test": 10},
     },
     "tiny": {
         "ct_liver": {"shape": [32, 32, 16], "overrides": {"spatial_size": [32, 32]}},
@@ -156,7 +159,7 @@ def run_bench(out: str | os.PathLike = "bench", only: list[str] | str | None = N
     for name in names:
         kwargs = scenario_kwargs(name, preset, device)
         print(f"bench: {name} {json.dumps(kwargs)} ...", flush=True)
-        result = run_scenario_process(name, work.resolve(), kwargs)
+        result = run_scenario_process(name, work.resolve(), kwargs, timeout=3 * 3600)
         result["preset"] = preset
         result["command"] = command
         results[name] = result

@@ -11,8 +11,8 @@ held-out cases) and the ablations come from the existing evaluation outputs and 
   :func:`liverseg_monai.engines.ablation_deeplab.run_ablation` with the DINO demo's ``backbone.pt``;
 - steatosis, Mask R-CNN vs clump splitting: its ``evaluate.json`` (``network`` vs ``clump_splitting``);
 - DINO: k-NN accuracy of the trained backbone vs the same architecture at random init (its evaluate);
-- PathSegDiff: :func:`liverseg_monai.engines.diffusion.run_feature_ablation` (diffusion features vs
-  a random encoder, same head and labels).
+- PathSegDiff: its own scenario, ``pathsegdiff_features`` (:mod:`liverseg_monai.bench.pathsegdiff`:
+  diffusion features vs a random extractor through the bundle's stages, seeds and bootstrap intervals).
 
 Every row states its training budget.
 """
@@ -101,8 +101,7 @@ def _weak_supervision_off(work: Path, demo: dict) -> list[dict]:
     return rows
 
 
-def scenario_quality(work: str | Path, bundles: list[str] | None = None, deeplab_iterations: int = 300,
-                     pathsegdiff: dict | None = None) -> dict:
+def scenario_quality(work: str | Path, bundles: list[str] | None = None, deeplab_iterations: int = 300) -> dict:
     from liverseg_monai.demo import run_bundle_demo
     from liverseg_monai.recipes import list_recipes, load_recipe
 
@@ -148,22 +147,5 @@ def scenario_quality(work: str | Path, bundles: list[str] | None = None, deeplab
                              "note": r.note, "budget": budget})
         except Exception as err:
             errors.append({"bundle": "liver_pathology_deeplab_segmentation", "ablation": "ablation_deeplab",
-                           "error": f"{type(err).__name__}: {str(err).splitlines()[0]}"})
-    if "pathology_pathsegdiff_segmentation" in names:
-        from liverseg_monai.engines.diffusion import run_feature_ablation
-
-        try:
-            res = run_feature_ablation(work / "ablation_pathsegdiff", **(pathsegdiff or {}), log=lambda s: None)
-            b = res["budget"]
-            budget = (f"autoencoder {b['autoencoder_epochs']} + diffusion {b['diffusion_epochs']} epochs on "
-                      f"{b['n_unlabelled']} unlabelled tiles, head {b['head_epochs']} epochs on {b['n_labelled']} "
-                      f"labelled {b['tile_size']}-px tiles (engines/diffusion.py)")
-            for arm in ("diffusion", "random_encoder"):
-                for metric in ("mean_iou", "mean_dice"):
-                    rows.append({"bundle": "pathology_pathsegdiff_segmentation", "comparison": "features",
-                                 "arm": arm, "metric": metric, "value": res[arm][metric], "n_held_out": b["n_test"],
-                                 "budget": budget})
-        except Exception as err:
-            errors.append({"bundle": "pathology_pathsegdiff_segmentation", "ablation": "feature ablation",
                            "error": f"{type(err).__name__}: {str(err).splitlines()[0]}"})
     return {"rows": rows, "errors": errors, "data": "synthetic (python -m liverseg_monai synth), held-out cases"}

@@ -173,6 +173,21 @@ def _quality(r: dict) -> list[str]:
     return lines + [""]
 
 
+def _ablation(r: dict, title: str) -> list[str]:
+    """Rows with a mean and a bootstrap ci95 over held-out cases and seeds, and the paired difference."""
+    lines = [f"### {title}", ""]
+    if "error" in r:
+        return lines + [f"Not measured: {r['error']}", ""]
+    lines += [f"{_run_line(r)}. Budget: {r['budget']}. Interval: 95 % percentile bootstrap over seeds and "
+              "held-out tiles (`liverseg_monai.metrics.bootstrap`).", "",
+              "| arm | metric | mean | ci95 | held-out n | seeds | verdict |", "|---|---|---|---|---|---|---|"]
+    for row in r["rows"]:
+        lo, hi = row["ci95"]
+        lines.append(f"| {row['arm']} | {row['metric']} | {_f(row['mean'], 3)} | [{_f(lo, 3)}, {_f(hi, 3)}] | "
+                     f"{row['n_held_out']} | {len(row['seeds'])} | {row.get('verdict', '')} |")
+    return lines + [""]
+
+
 def render_markdown(data: dict) -> str:
     lines = [HEADER]
     for key, run in data.get("runs", {}).items():
@@ -189,6 +204,9 @@ def render_markdown(data: dict) -> str:
             lines += _networks(scen["networks"])
         if "quality" in scen:
             lines += _quality(scen["quality"])
+        if "pathsegdiff_features" in scen:
+            lines += _ablation(scen["pathsegdiff_features"], "PathSegDiff: head on diffusion features vs on a random "
+                               "extractor (`make bench-quality`)")
     return "\n".join(lines).rstrip() + "\n"
 
 

@@ -7,25 +7,19 @@ each stage is a plain function (:func:`autoencoder_loss`, :func:`diffusion_loss`
 :class:`AutoencoderStep` and :class:`LatentDiffusionStep` wrap them as ``iteration_update`` callables
 so bundle configs keep MONAI's trainer, handlers, checkpoints and progress bar.
 
-:func:`run_feature_ablation` compares the same head on diffusion features and on a randomly
-initialised encoder with equal labels (``python -m liverseg_monai.engines.diffusion --out DIR``).
+The feature ablation (the same head on diffusion features and on a random extractor) runs the bundle's
+own stages: :mod:`liverseg_monai.bench.pathsegdiff`.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
-import time
 from collections.abc import Callable, Sequence
-from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from monai.networks.nets import AutoencoderKL
 from monai.utils import CommonKeys
-from torch import nn
 
 from liverseg_monai.networks.pathsegdiff import ConditionedLatentDiffusion, PathSegDiffFeatureExtractor
 from liverseg_monai.networks.weights import load_module_weights  # noqa: F401 (configs call it from here too)
@@ -160,9 +154,6 @@ class LatentDiffusionStep:
         return engine.state.output
 
 
-# ---------------------------------------------------------------------------------------------------
-# Ablation: diffusion features vs a randomly initialised encoder, same head, same labels
-# ---------------------------------------------------------------------------------------------------
 
 
 def tiny_pathsegdiff_parts(
@@ -192,206 +183,3 @@ def tiny_pathsegdiff_parts(
     )
     encoder = SSLConditionEncoder(getattr(torchvision.models, backbone)(weights=None), context_dim)
     return autoencoder, ConditionedLatentDiffusion(unet, encoder)
-
-
-def _batches(n: int, batch_size: int, rng: np.random.Generator) -> list[np.ndarray]:
-    order = rng.permutation(n)
-    return [order[i : i + batch_size] for i in range(0, n, batch_size)]
-
-
-def _augment(images: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
-    k = int(rng.integers(4))
-    images = torch.rot90(images, k, dims=(-2, -1))
-    return images.flip(-1) if rng.random() < 0.5 else images
-
-
-def train_self_supervised(
-    autoencoder: AutoencoderKL,
-    diffusion: ConditionedLatentDiffusion,
-    images: torch.Tensor,
-    ae_epochs: int,
-    ldm_epochs: int,
-    batch_size: int = 16,
-    lr: float = 1e-3,
-    seed: int = 0,
-    log: Callable[[str], None] = print,
-) -> dict:
-    """Both self-supervised stages in a plain loop (the ablation's budget); returns the loss curves."""
-    from monai.inferers import LatentDiffusionInferer
-    from monai.networks.schedulers import DDPMScheduler
-
-    rng = np.random.default_rng(seed)
-    curves: dict[str, list[float]] = {"autoencoder": [], "diffusion": []}
-    opt = torch.optim.Adam(autoencoder.parameters(), lr=lr)
-    for epoch in range(ae_epochs):
-        autoencoder.train()
-        losses = []
-        for idx in _batches(len(images), batch_size, rng):
-            opt.zero_grad(set_to_none=True)
-            loss, _ = autoencoder_loss(autoencoder, _augment(images[idx], rng))
-            loss.backward()
-            opt.step()
-            losses.append(float(loss.detach()))
-        curves["autoencoder"].append(float(np.mean(losses)))
-        log(f"autoencoder epoch {epoch + 1}/{ae_epochs} loss {curves['autoencoder'][-1]:.4f}")
-    for p in autoencoder.parameters():
-        p.requires_grad_(False)
-    inferer = LatentDiffusionInferer(DDPMScheduler(num_train_timesteps=1000))
-    params = [p for p in diffusion.parameters() if p.requires_grad]
-    opt = torch.optim.Adam(params, lr=lr)
-    for epoch in range(ldm_epochs):
-        diffusion.train()
-        losses = []
-        for idx in _batches(len(images), batch_size, rng):
-            opt.zero_grad(set_to_none=True)
-            loss, _ = diffusion_loss(diffusion, autoencoder, inferer, _augment(images[idx], rng))
-            loss.backward()
-            opt.step()
-            losses.append(float(loss.detach()))
-        curves["diffusion"].append(float(np.mean(losses)))
-        log(f"diffusion epoch {epoch + 1}/{ldm_epochs} loss {curves['diffusion'][-1]:.4f}")
-    return curves
-
-
-@torch.no_grad()
-def extract_features(extractor: nn.Module, images: torch.Tensor, batch_size: int = 16) -> torch.Tensor:
-    """Run a frozen extractor over ``images`` in batches (features stay on the CPU)."""
-    extractor.eval()
-    return torch.cat([extractor(images[i : i + batch_size]) for i in range(0, len(images), batch_size)])
-
-
-def fit_head(
-    head: nn.Module,
-    features: torch.Tensor,
-    labels: torch.Tensor,
-    epochs: int,
-    batch_size: int = 16,
-    lr: float = 1e-3,
-    seed: int = 0,
-) -> list[float]:
-    """Train a segmentation head on precomputed frozen features with Dice + cross-entropy."""
-    from monai.losses import DiceCELoss
-
-    rng = np.random.default_rng(seed)
-    loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
-    opt = torch.optim.Adam(head.parameters(), lr=lr)
-    curve = []
-    for _ in range(epochs):
-        head.train()
-        losses = []
-        for idx in _batches(len(features), batch_size, rng):
-            opt.zero_grad(set_to_none=True)
-            loss = loss_fn(head(features[idx]), labels[idx])
-            loss.backward()
-            opt.step()
-            losses.append(float(loss.detach()))
-        curve.append(float(np.mean(losses)))
-    return curve
-
-
-@torch.no_grad()
-def score_head(head: nn.Module, features: torch.Tensor, labels: torch.Tensor, class_names: Sequence[str]) -> dict:
-    """Dataset-level pixel accuracy, mean Dice and mIoU (confusion matrix over all pixels)."""
-    from liverseg_monai.metrics.segmentation import confusion_matrix, segmentation_summary
-
-    head.eval()
-    pred = torch.cat([head(features[i : i + 16]).argmax(1) for i in range(0, len(features), 16)])
-    cm = confusion_matrix(pred.numpy(), labels[:, 0].numpy(), num_classes=len(class_names))
-    summary = segmentation_summary(cm, class_names)
-    return {k: summary[k] for k in ("pixel_accuracy", "mean_dice", "mean_iou")} | {"per_class": summary["per_class"]}
-
-
-def histo_tiles(n: int, size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
-    """``n`` synthetic H&E tiles ``[n, 3, size, size]`` in [0, 1], labels ``[n, 1, size, size]`` and class names."""
-    from liverseg_monai.data.synth.histo import HISTO_CLASSES, make_histo_tile
-
-    rgb, lab = zip(*(make_histo_tile(np.random.default_rng(seed * 100003 + i), size) for i in range(n)))
-    images = torch.from_numpy(np.stack(rgb)).permute(0, 3, 1, 2).float() / 255.0
-    labels = torch.from_numpy(np.stack(lab)).long()[:, None]
-    return images, labels, list(HISTO_CLASSES)
-
-
-def run_feature_ablation(
-    out: str | os.PathLike | None = None,
-    seed: int = 0,
-    n_unlabelled: int = 96,
-    n_labelled: int = 16,
-    n_test: int = 16,
-    size: int = 48,
-    ae_epochs: int = 10,
-    ldm_epochs: int = 10,
-    head_epochs: int = 30,
-    head_lr: float = 1e-3,
-    timestep: int = 50,
-    hidden_channels: Sequence[int] = (32,),
-    log: Callable[[str], None] = print,
-) -> dict:
-    """The same head on diffusion features vs on a randomly initialised encoder, with equal labels.
-
-    Synthetic H&E tiles (:func:`liverseg_monai.data.synth.histo.make_histo_tile`): ``n_unlabelled``
-    tiles train the autoencoder and the conditioned latent UNet (:func:`train_self_supervised`),
-    ``n_labelled`` labelled tiles train a :class:`~liverseg_monai.networks.blocks.seg_head.ConvSegmentationHead`
-    on the frozen features (``fit_head``), ``n_test`` further tiles score it. The baseline builds the
-    identical extractor with the initial (random) weights, seeded identically, and trains an identical
-    head with the same labels, epochs and seed. The self-supervised encoder of the conditioning is a
-    randomly initialised ResNet-18 in both arms (no DINO weights are used here).
-
-    Returns (and writes to ``out/ablation.json`` when ``out`` is given) ``{"diffusion": scores,
-    "random_encoder": scores, "budget": {...}, "curves": {...}}`` with pixel accuracy, mean Dice, mIoU.
-    """
-    from liverseg_monai.networks.blocks.seg_head import ConvSegmentationHead
-    from liverseg_monai.networks.pathsegdiff import PathSegDiffFeatureExtractor
-
-    start = time.time()
-    unlabelled, _, _ = histo_tiles(n_unlabelled, size, seed + 1)
-    train_x, train_y, classes = histo_tiles(n_labelled, size, seed + 2)
-    test_x, test_y, _ = histo_tiles(n_test, size, seed + 3)
-
-    torch.manual_seed(seed)
-    ae, ldm = tiny_pathsegdiff_parts()
-    torch.manual_seed(seed)
-    ae_random, ldm_random = tiny_pathsegdiff_parts()
-    curves = train_self_supervised(ae, ldm, unlabelled, ae_epochs, ldm_epochs, seed=seed, log=log)
-    self_supervised_s = time.time() - start
-
-    results: dict = {}
-    for arm, (a, d) in {"diffusion": (ae, ldm), "random_encoder": (ae_random, ldm_random)}.items():
-        extractor = PathSegDiffFeatureExtractor(a, d, timestep=timestep)
-        feats_train, feats_test = extract_features(extractor, train_x), extract_features(extractor, test_x)
-        torch.manual_seed(seed)
-        head = ConvSegmentationHead(extractor.out_channels, len(classes), hidden_channels)
-        curves[f"head_{arm}"] = fit_head(head, feats_train, train_y, head_epochs, lr=head_lr, seed=seed)
-        results[arm] = score_head(head, feats_test, test_y, classes)
-        log(f"{arm}: pixel accuracy {results[arm]['pixel_accuracy']:.3f} mean Dice {results[arm]['mean_dice']:.3f} "
-            f"mIoU {results[arm]['mean_iou']:.3f}")
-    results["budget"] = {
-        "seed": seed, "tile_size": size, "n_unlabelled": n_unlabelled, "n_labelled": n_labelled, "n_test": n_test,
-        "autoencoder_epochs": ae_epochs, "diffusion_epochs": ldm_epochs, "head_epochs": head_epochs, "head_lr": head_lr,
-        "timestep": timestep, "head_hidden_channels": list(hidden_channels),
-        "self_supervised_seconds": round(self_supervised_s, 1), "total_seconds": round(time.time() - start, 1),
-        "threads": torch.get_num_threads(),
-    }
-    results["curves"] = curves
-    if out is not None:
-        from liverseg_monai.io.atomic import atomic_write_text
-
-        atomic_write_text(Path(out) / "ablation.json", json.dumps(results, indent=2))
-    return results
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="PathSegDiff ablation: diffusion features vs random encoder")
-    parser.add_argument("--out", required=True)
-    parser.add_argument("--seed", type=int, default=0)
-    for name, default in (("n_unlabelled", 96), ("n_labelled", 16), ("n_test", 16), ("size", 48),
-                          ("ae_epochs", 10), ("ldm_epochs", 10), ("head_epochs", 30), ("timestep", 50)):
-        parser.add_argument(f"--{name.replace('_', '-')}", dest=name, type=int, default=default)
-    parser.add_argument("--head-lr", dest="head_lr", type=float, default=1e-3)
-    args = vars(parser.parse_args(argv))
-    results = run_feature_ablation(**args)
-    print(json.dumps({k: results[k] for k in ("diffusion", "random_encoder", "budget")}, indent=1, default=str))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
