@@ -75,7 +75,7 @@ def test_pathsegdiff_ablation_dataset_and_scores(tmp_path):
     from liverseg_monai.bench.pathsegdiff import make_dataset, per_tile_iou
 
     assert "pathsegdiff_features" in GROUPS["quality"] and "pathsegdiff_features" in SCENARIOS
-    make_dataset(tmp_path / "d", n_train=4, n_val=2, n_test=5, size=32, seed=0)
+    assert make_dataset(tmp_path / "d", n_train=4, n_val=2, n_test=5, size=32, seed=0) == tmp_path / "d"
     lists = json.loads((tmp_path / "d" / "dataset.json").read_text())
     assert [len(lists[k]) for k in ("training", "validation", "testing")] == [4, 2, 5]
     names = [it["image"] for k in ("training", "validation", "testing") for it in lists[k]]

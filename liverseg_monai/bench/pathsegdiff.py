@@ -46,7 +46,8 @@ def make_dataset(out: Path, n_train: int, n_val: int, n_test: int, size: int, se
     content = {"training": [{**it, "fold": i % 5} for i, it in enumerate(tiles[:n_train])],
                "validation": tiles[n_train : n_train + n_val], "testing": tiles[n_train + n_val :],
                "classes": items["classes"]}
-    return write_datalist(out, content)
+    write_datalist(out, content)
+    return out
 
 
 def write_initial_weights(root: Path, overrides: dict, seed: int) -> None:
