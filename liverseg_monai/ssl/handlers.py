@@ -60,27 +60,42 @@ class EmbeddingWriter:
     Per case ``<output_dir>/<case>_embedding.npy`` (float32 ``(D,)``); when the run completes
     ``embeddings.csv`` (case, source image, ``.npy`` file, first two principal components) and
     ``embedding_map.png`` (each tile's thumbnail placed at its 2-D PCA position: similar tissue should
-    gather). All writes are atomic and only on rank 0.
+    gather). Rows are sorted by source image, so the table does not depend on the order cases ran in.
+    All writes are atomic.
+
+    Two modes:
+
+    - ``sharded=False`` (``inference.json``): one run of the evaluator over all cases; every rank would
+      see the same cases, so only rank 0 writes, and the table is written when the run completes.
+    - ``sharded=True`` (``multi_gpu_inference.json`` under ``torchrun``): each rank has its own cases
+      (:func:`liverseg_monai.engines.distributed.shard`) and writes their ``.npy`` files, so each case is
+      written once; the records are kept across runs of the evaluator
+      (:func:`liverseg_monai.engines.cohort.run_cohort` runs it once per case), and :meth:`finish`, which
+      every rank must call at the end (``finalize``), gathers every rank's records and rank 0 writes the
+      one table and map.
 
     Args:
         output_dir: where the files go.
         pred_key: key of the embedding in ``engine.state.output`` (``"pred"``, shape ``(D,)``).
         image_key: key whose metadata ``filename_or_obj`` names the source tile (``"image"``).
         map_name: file name of the map (``None``: no map).
+        sharded: each rank processes its own cases (above).
     """
 
     def __init__(self, output_dir: str | os.PathLike, pred_key: str = "pred", image_key: str = "image",
-                 map_name: str | None = "embedding_map.png"):
+                 map_name: str | None = "embedding_map.png", sharded: bool = False):
         self.output_dir = Path(output_dir)
         self.pred_key, self.image_key = pred_key, image_key
         self.map_name = map_name
+        self.sharded = bool(sharded)
         self.records: list[dict] = []
         self.vectors: list[np.ndarray] = []
 
     def attach(self, engine) -> None:
-        engine.add_event_handler(Events.STARTED, self._reset)
+        if not self.sharded:
+            engine.add_event_handler(Events.STARTED, self._reset)
+            engine.add_event_handler(Events.COMPLETED, self._finish)
         engine.add_event_handler(Events.ITERATION_COMPLETED, self._save)
-        engine.add_event_handler(Events.COMPLETED, self._finish)
 
     def _reset(self, engine=None) -> None:
         self.records, self.vectors = [], []
@@ -96,7 +111,7 @@ class EmbeddingWriter:
             vec = item[self.pred_key]
             vec = (vec.detach().float().cpu().numpy() if isinstance(vec, torch.Tensor) else np.asarray(vec, np.float32))
             vec = vec.reshape(-1).astype(np.float32)
-            if not _is_main_process():
+            if not (self.sharded or _is_main_process()):
                 continue
             path = self.output_dir / f"{case}_embedding.npy"
             with atomic_path(path) as tmp:
@@ -104,12 +119,25 @@ class EmbeddingWriter:
             self.records.append({"case": case, "image": source, "embedding": path.name})
             self.vectors.append(vec)
 
+    def finish(self) -> None:
+        """Write the table and map of every rank's cases on rank 0 (``sharded``); every rank must call it."""
+        from liverseg_monai.engines.distributed import gather_lists
+
+        pairs = gather_lists(list(zip(self.records, self.vectors)))
+        self._write(pairs)
+
     def _finish(self, engine=None) -> None:
-        if not _is_main_process() or not self.records:
+        if _is_main_process():
+            self._write(list(zip(self.records, self.vectors)))
+
+    def _write(self, pairs: list[tuple[dict, np.ndarray]]) -> None:
+        if not _is_main_process() or not pairs:
             return
         from liverseg_monai.io.tables import write_table
 
-        feats = np.stack(self.vectors)
+        pairs = sorted(pairs, key=lambda pair: (pair[0]["image"], pair[0]["case"]))
+        records = [rec for rec, _ in pairs]
+        feats = np.stack([vec for _, vec in pairs])
         centred = feats - feats.mean(axis=0)
         if len(feats) > 1:
             _, _, vt = np.linalg.svd(centred, full_matrices=False)
@@ -118,11 +146,11 @@ class EmbeddingWriter:
             coords = np.zeros((1, 2))
         if coords.shape[1] < 2:
             coords = np.pad(coords, ((0, 0), (0, 2 - coords.shape[1])))
-        rows = [{**rec, "pc1": f"{a:.6g}", "pc2": f"{b:.6g}"} for rec, (a, b) in zip(self.records, coords)]
+        rows = [{**rec, "pc1": f"{a:.6g}", "pc2": f"{b:.6g}"} for rec, (a, b) in zip(records, coords)]
         write_table(self.output_dir / "embeddings.csv", rows, ["case", "image", "embedding", "pc1", "pc2"])
         if self.map_name:
-            write_embedding_map(self.output_dir / self.map_name, [r["image"] for r in self.records], coords)
-        logger.info("wrote %d embeddings of dimension %d to %s", len(self.records), feats.shape[1], self.output_dir)
+            write_embedding_map(self.output_dir / self.map_name, [r["image"] for r in records], coords)
+        logger.info("wrote %d embeddings of dimension %d to %s", len(records), feats.shape[1], self.output_dir)
 
 
 def write_embedding_map(path: str | os.PathLike, images: list[str], coords: np.ndarray, thumb: int = 48) -> None:

@@ -182,17 +182,23 @@ class InferCase:
     """A bundle's inference under ``torchrun --nproc_per_node=2`` against the single-process run.
 
     ``outputs``: glob of the per-case output files (one per testing case); ``broken``: the suffix of a
-    file name the bundle's reader refuses (a case that must land in ``failed_cases.csv``).
+    file name the bundle's reader refuses (a case that must land in ``failed_cases.csv``); ``table``: a
+    table of all cases that rank 0 writes from every rank's records (it must equal the single-process
+    one); ``overrides``: added to the recipe's inference overrides (a smaller network).
     """
 
     bundle: str
     outputs: str
     broken: str
+    table: str | None = None
+    overrides: dict = field(default_factory=dict)
 
 
 INFER_CASES = [
     InferCase("liver_ct_unet_segmentation", "*_seg.nii.gz", ".nii.gz"),
     InferCase("liver_pathology_deeplab_segmentation", "*_label.png", ".png"),
+    InferCase("pathology_dino_pretraining", "*_embedding.npy", ".png", table="embeddings.csv",
+              overrides={"arch": "resnet18"}),
 ]
 
 
@@ -203,6 +209,8 @@ def _output_arrays(folder: Path, pattern: str) -> dict[str, object]:
         import nibabel as nib
 
         return {p.name: np.asarray(nib.load(p).dataobj) for p in folder.rglob(pattern)}
+    if pattern.endswith(".npy"):
+        return {p.name: np.load(p) for p in folder.rglob(pattern)}
     from PIL import Image
 
     return {p.name: np.asarray(Image.open(p)) for p in folder.rglob(pattern)}
@@ -218,7 +226,7 @@ def test_torchrun_inference_writes_each_case_once(case: InferCase, tmp_path):
 
     recipe = load_recipe(case.bundle)
     stage = next(s for s in recipe["stages"] if s["name"] == "inference")
-    overrides = dict(stage.get("overrides") or {})
+    overrides = {**(stage.get("overrides") or {}), **case.overrides}
     data = synthesize(recipe["synth"], tmp_path / "data")
     root = copy_bundle(case.bundle, tmp_path / "bundle")
     torch.manual_seed(0)  # random weights stand in for a training: the comparison needs only the same ones
@@ -256,6 +264,16 @@ def test_torchrun_inference_writes_each_case_once(case: InferCase, tmp_path):
     assert not [p for p in multi.rglob("*rank*")], "per-rank files left behind"
     for name in expected:
         np.testing.assert_array_equal(got[name], expected[name], err_msg=name)
+    if case.table:  # one table of every rank's cases, as the single process writes it
+        import csv
+
+        def rows(folder: Path) -> list[dict]:
+            with open(folder / case.table, newline="") as f:
+                return list(csv.DictReader(f))
+
+        table, reference = rows(multi), rows(single)
+        assert len(table) == len(images), table
+        assert table == reference
     failed = (multi / "failed_cases.csv").read_text()
     assert "broken_a" in failed and "broken_b" in failed, failed
     assert len(failed.strip().splitlines()) == 3, failed  # header + one row per broken case
