@@ -2,13 +2,14 @@
 
 Each bundle trained at its recipe's smoke size (DeepLab: ``encoder: resnet10``, 32-channel ASPP and
 decoder, 64-px patches; PathSegDiff: its three stages with the tiny autoencoder, UNet and head and the
-liver histology class names) writes ``models/train_config.json``; ``inference.json`` without any
-override then builds the same network, loads ``models/model.pt`` and writes the same label maps as with
-the overrides repeated.
+liver histology class names; liver CT U-Net: 64 x 64 slices) writes ``models/train_config.json``;
+``inference.json`` without any override then builds the same network, loads ``models/model.pt`` and
+writes the same label maps as with the overrides repeated.
 """
 
 from __future__ import annotations
 
+import gzip
 import json
 
 import pytest
@@ -21,6 +22,11 @@ CASES = {
         "outputs": "*_label.png",
         "record": {"encoder": "resnet10", "output_stride": 16, "aspp_channels": 32, "decoder_channels": 32,
                    "patch_size": [64, 64]},
+    },
+    "liver_ct_unet_segmentation": {
+        "stages": ("train",),
+        "outputs": "*_seg.nii.gz",
+        "record": {"num_classes": 2, "context_slices": 0, "spatial_size": [64, 64], "hu_window": [-200, 250]},
     },
     "pathology_pathsegdiff_segmentation": {
         "stages": ("train_autoencoder", "train_diffusion", "train"),
@@ -59,4 +65,10 @@ def test_inference_uses_the_values_training_was_run_with(bundle, tmp_path):
     got = sorted(p.relative_to(tmp_path / "infer_plain") for p in (tmp_path / "infer_plain").rglob(pattern))
     assert expected and got == expected
     for rel in expected:
-        assert (tmp_path / "infer_plain" / rel).read_bytes() == (tmp_path / "infer_overrides" / rel).read_bytes(), rel
+        assert _payload(tmp_path / "infer_plain" / rel) == _payload(tmp_path / "infer_overrides" / rel), rel
+
+
+def _payload(path):
+    """The file's bytes; a ``.gz`` file's uncompressed bytes (its gzip header holds the write time)."""
+    data = path.read_bytes()
+    return gzip.decompress(data) if path.name.endswith(".gz") else data
