@@ -175,17 +175,17 @@ def _writer_types() -> tuple[type, ...]:
     from monai.handlers import CheckpointSaver, MLFlowHandler, StatsHandler, TensorBoardHandler
 
     from liverseg_monai.engines.checkpoints import TrainConfigWriter
-    from liverseg_monai.ssl.handlers import SaveBackbone
 
-    return CheckpointSaver, MLFlowHandler, ProgressBar, SaveBackbone, StatsHandler, TensorBoardHandler, TrainConfigWriter
+    return CheckpointSaver, MLFlowHandler, ProgressBar, StatsHandler, TensorBoardHandler, TrainConfigWriter
 
 
 def rank_handlers(handlers: Iterable | None) -> list:
     """The handlers this process attaches: all of them on rank 0; on the other ranks all but the writers.
 
     Writers are the handlers whose job is output: checkpoint savers (``CheckpointSaver`` and
-    subclasses, ``SaveBackbone``, ``TrainConfigWriter``), ``StatsHandler``, TensorBoard and MLflow
-    handlers and progress bars.
+    subclasses, ``TrainConfigWriter``), any handler with a true ``rank_zero_writer`` attribute (the
+    SSL ``SaveBackbone``; an attribute, so this layer does not import ``ssl``), ``StatsHandler``,
+    TensorBoard and MLflow handlers and progress bars.
     Everything else (validation, which every rank must run because its metric is gathered across
     ranks, learning-rate schedules, epoch seeding, checkpoint loading, training phases) runs on every
     rank, so the ranks stay in step. ``None`` entries (disabled components) are dropped.
@@ -194,7 +194,7 @@ def rank_handlers(handlers: Iterable | None) -> list:
     if is_main_process():
         return handlers
     writers = _writer_types()
-    return [h for h in handlers if not isinstance(h, writers)]
+    return [h for h in handlers if not (isinstance(h, writers) or getattr(h, "rank_zero_writer", False))]
 
 
 def attach_rank_handlers(engine: Engine, handlers: Iterable | None) -> list:

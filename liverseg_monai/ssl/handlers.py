@@ -35,6 +35,8 @@ class SaveBackbone:
         interval: epochs between writes.
     """
 
+    rank_zero_writer = True  # liverseg_monai.engines.distributed.rank_handlers leaves it to rank 0
+
     def __init__(self, network: nn.Module, path: str | os.PathLike, prefix: str = "backbone.", interval: int = 1):
         self.network = network
         self.path = Path(path)
