@@ -189,7 +189,7 @@ def test_low_resolution_output_and_network(slide_path, tmp_path):
         checkpoint=tmp_path / "model.pt",
     )
     names = sorted(p.name for p in (tmp_path / "run").iterdir())
-    assert names == ["disc_areas.csv", "disc_label.tiff", "disc_overlay.png", "slides.json"]
+    assert names == ["disc_areas.csv", "disc_label.tiff", "disc_overlay.png", "disc_report.json", "slides.json"]
     assert json.loads((tmp_path / "run" / "slides.json").read_text())[0]["label"].endswith("disc_label.tiff")
     assert res[0]["predicted_patches"] > 0
     with open_slide(tmp_path / "run" / "disc_label.tiff") as lab:
