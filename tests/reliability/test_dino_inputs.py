@@ -102,17 +102,17 @@ def test_inference_without_or_with_wrong_backbone_writes_nothing(tmp_path):
     with pytest.raises(RuntimeError) as err:
         parser.get_parsed_content("initialize")
     assert isinstance(err.value.__cause__, InputError)
-    assert "backbone.pt: backbone weights file does not exist" in str(err.value.__cause__)
+    assert "model.pt: backbone weights file does not exist" in str(err.value.__cause__)
 
-    # a ResNet-50 backbone.pt while the config says resnet18: refused, not half-loaded
-    save_backbone(resnet_backbone("resnet50"), root / "models" / "backbone.pt")
+    # a ResNet-50 model.pt while the config says resnet18: refused, not half-loaded
+    save_backbone(resnet_backbone("resnet50"), root / "models" / "model.pt")
     parser = _inference_parser(root, data, out)
     with pytest.raises(RuntimeError) as err:
         parser.get_parsed_content("initialize")
     assert isinstance(err.value.__cause__, InputError)
     assert "does not match the encoder" in str(err.value.__cause__)
 
-    (root / "models" / "backbone.pt").write_bytes(b"not a checkpoint")
+    (root / "models" / "model.pt").write_bytes(b"not a checkpoint")
     parser = _inference_parser(root, data, out)
     with pytest.raises(RuntimeError) as err:
         parser.get_parsed_content("initialize")
