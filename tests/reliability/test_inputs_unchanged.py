@@ -29,7 +29,7 @@ WEIGHTS = {
     "liver_pathology_deeplab_segmentation": {"models/model.pt": "network_def"},
     "pathology_pathsegdiff_segmentation": {"models/model.pt": "network_def"},
     "liver_steatosis_maskrcnn": {"models/model.pt": "network_def"},
-    "pathology_dino_pretraining": {"models/backbone.pt": "network_def"},
+    "pathology_dino_pretraining": {"models/model.pt": "network_def"},
 }
 
 

@@ -92,8 +92,9 @@ def test_label_with_unknown_classes_is_refused_in_training(tmp_path):
     label[5:10, 5:10, 3:6] = 7
     item = _case(data, "ct0", label=label)
     parser = ConfigParser()
-    parser.read_config(str(Path(__file__).resolve().parents[2] / "bundles" / "liver_tumor_ct_segresnetvae" / "configs" / "train.json"))
-    parser["volume_transforms#0#reader"] = "NibabelReader"
+    configs = Path(__file__).resolve().parents[2] / "bundles" / "liver_tumor_ct_segresnetvae" / "configs"
+    parser.read_config([str(configs / "inference.json"), str(configs / "train.json")])  # training stacks on inference
+    parser["preprocessing#transforms#0#reader"] = "NibabelReader"
     chain = parser.get_parsed_content("validate#preprocessing")
     with pytest.raises(Exception) as err:
         chain({"image": str(data / item["image"]), "label": str(data / item["label"])})
