@@ -292,16 +292,4 @@ class PathSegDiffSegmenter(nn.Module):
         example = torch.rand(1, 3, 2 * divisor, 2 * divisor, device=param.device, dtype=param.dtype)
         with torch.no_grad():
             traced = torch.jit.trace(extractor.eval(), example, check_trace=False)
-        return _ScriptableSegmenter(traced, self.head)
-
-
-class _ScriptableSegmenter(nn.Module):
-    """The scripting form of :class:`PathSegDiffSegmenter` (a traced extractor and a head)."""
-
-    def __init__(self, extractor: nn.Module, head: nn.Module) -> None:
-        super().__init__()
-        self.extractor = extractor
-        self.head = head
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.extractor(x))
+        return PathSegDiffSegmenter(traced, self.head)  # torch.jit.script prepares the top module once
