@@ -83,9 +83,11 @@ def save_two_stage_model(network: TwoStageSegmenter, liver_ckpt: str | os.PathLi
 class TwoStageModelSaver:
     """Trainer handler: when training ends, write ``path`` = the composed network's state dict.
 
-    Attached to the tumour stage's trainer; uses the liver stage's best checkpoint and the tumour
-    stage's best checkpoint (written by validation) through :func:`save_two_stage_model`. In a
-    distributed run only rank 0 writes.
+    Attached to both stages' trainers (``train.json`` and ``train_tumor.json``): whichever stage
+    finishes second composes the liver stage's best checkpoint and the tumour stage's best
+    checkpoint (written by validation) through :func:`save_two_stage_model`, so the stages can be
+    trained in either order. While one stage checkpoint is still missing it logs a warning naming
+    the missing file and writes nothing. In a distributed run only rank 0 writes.
     """
 
     def __init__(self, network: TwoStageSegmenter, liver_ckpt: str, tumor_ckpt: str, path: str):
@@ -97,8 +99,15 @@ class TwoStageModelSaver:
     def __call__(self, engine: Engine | None = None) -> None:
         import ignite.distributed as idist
 
-        if idist.get_rank() == 0:
-            save_two_stage_model(self.network, self.liver_ckpt, self.tumor_ckpt, self.path)
+        if idist.get_rank() != 0:
+            return
+        missing = [str(p) for p in (self.liver_ckpt, self.tumor_ckpt) if not os.path.isfile(p)]
+        if missing:
+            logger.warning("%s not written yet: stage checkpoint %s missing; it is written when both the liver "
+                           "stage (train.json) and the tumour stage (train.json + train_tumor.json) are trained",
+                           self.path, " and ".join(missing))
+            return
+        save_two_stage_model(self.network, self.liver_ckpt, self.tumor_ckpt, self.path)
 
 
 def load_two_stage_weights(network: TwoStageSegmenter, path: str | os.PathLike, liver_ckpt: str | os.PathLike,

@@ -263,7 +263,11 @@ def test_torchrun_inference_writes_each_case_once(case: InferCase, tmp_path):
     assert sorted(got) == sorted(expected)  # every case written, by name, once
     assert not [p for p in multi.rglob("*rank*")], "per-rank files left behind"
     for name in expected:
-        np.testing.assert_array_equal(got[name], expected[name], err_msg=name)
+        if np.issubdtype(expected[name].dtype, np.floating):
+            # float outputs (embeddings): another batch composition changes the summation order, ~1e-6
+            np.testing.assert_allclose(got[name], expected[name], rtol=1e-4, atol=1e-5, err_msg=name)
+        else:  # masks and label maps: exactly the same
+            np.testing.assert_array_equal(got[name], expected[name], err_msg=name)
     if case.table:  # one table of every rank's cases, as the single process writes it
         import csv
 
@@ -271,9 +275,16 @@ def test_torchrun_inference_writes_each_case_once(case: InferCase, tmp_path):
             with open(folder / case.table, newline="") as f:
                 return list(csv.DictReader(f))
 
+        def same(a: str, b: str) -> bool:  # numbers within the float outputs' tolerance, text exactly
+            try:
+                return bool(np.isclose(float(a), float(b), rtol=1e-3, atol=1e-4))
+            except ValueError:
+                return a == b
+
         table, reference = rows(multi), rows(single)
         assert len(table) == len(images), table
-        assert table == reference
+        assert [list(r) for r in table] == [list(r) for r in reference], (table, reference)
+        assert all(same(r[k], e[k]) for r, e in zip(table, reference) for k in e), (table, reference)
     failed = (multi / "failed_cases.csv").read_text()
     assert "broken_a" in failed and "broken_b" in failed, failed
     assert len(failed.strip().splitlines()) == 3, failed  # header + one row per broken case
