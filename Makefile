@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: setup
-	$(PY) -m liverseg_monai demo --out demo_out
+	$(PY) -m tools demo --out demo_out
 
 test: setup
 	$(PY) -m pytest -q -ra --durations=15
@@ -24,7 +24,7 @@ test-fast: setup
 	$(PY) -m pytest -q -ra -m "not slow"
 
 lint: setup
-	$(PY) -m ruff check liverseg_monai tests bundles auto3dseg
+	$(PY) -m ruff check liverseg_monai tests bundles auto3dseg tools
 
 verify: setup
 	$(PY) -m pytest -q -ra tests/bundles -k "metadata or net_in_out or export"
@@ -35,15 +35,15 @@ bench-deps: setup
 	$(PY) -c "import segmentation_models_pytorch" 2>/dev/null || $(PY) -m pip install -q -e ".[bench]"
 
 bench: bench-deps
-	OMP_NUM_THREADS=$(BENCH_THREADS) MKL_NUM_THREADS=$(BENCH_THREADS) $(PY) -m liverseg_monai bench --out bench
+	OMP_NUM_THREADS=$(BENCH_THREADS) MKL_NUM_THREADS=$(BENCH_THREADS) $(PY) -m tools bench --out bench
 
 # quality on held-out synthetic data: trains every bundle (demo budgets) and runs the ablations
 bench-quality: bench-deps
-	OMP_NUM_THREADS=$(BENCH_THREADS) MKL_NUM_THREADS=$(BENCH_THREADS) $(PY) -m liverseg_monai bench --out bench --only quality
+	OMP_NUM_THREADS=$(BENCH_THREADS) MKL_NUM_THREADS=$(BENCH_THREADS) $(PY) -m tools bench --out bench --only quality
 
 # the speed scenarios on a GPU (AMP, channels-last), added as rows of their own
 bench-gpu: bench-deps
-	$(PY) -m liverseg_monai bench --out bench --device cuda
+	$(PY) -m tools bench --out bench --device cuda
 
 clean:
 	rm -rf demo_out bench/tmp .pytest_cache

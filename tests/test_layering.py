@@ -1,4 +1,6 @@
-"""The package's folders import only downwards (docs/architecture.md, STYLE.md section 6).
+"""The package's folders import only downwards (docs/architecture.md, STYLE.md section 6), and the
+library holds no tooling: nothing in ``liverseg_monai`` imports ``tools`` (benchmarks, demo, recipes,
+experiments, the bundle runner), and the tooling's folders are not in the package.
 
 Every module of ``liverseg_monai`` is parsed with ``ast`` (nothing is imported); each import of
 ``liverseg_monai.<folder>`` is an edge from the importing module's top-level folder to that folder.
@@ -22,9 +24,11 @@ LAYERS: list[set[str]] = [
     {"networks", "transforms", "losses", "metrics"},
     {"ssl", "engines", "inferers"},
     {"ecosystem"},
-    # tooling that will move out of the installable library; `__init__` / `__main__` are the package's entry
-    {"bench", "recipes", "demo", "cli", "__init__", "__main__"},
+    # the library's command line (synth, prepare); `__init__` / `__main__` are the package's entry
+    {"cli", "__init__", "__main__"},
 ]
+# tooling that lives in the top-level `tools/` package, never in the library
+TOOLING = {"bench", "recipes", "demo", "runner", "research", "ablation_deeplab"}
 LEVEL = {folder: i for i, layer in enumerate(LAYERS) for folder in layer}
 
 # (importer folder, imported folder) pairs allowed against the layering, each with its reason.
@@ -45,8 +49,8 @@ def _module_name(path: Path) -> str:
     return ".".join(parts)
 
 
-def _imported_modules(path: Path, module: str) -> list[tuple[str, int]]:
-    """Every ``liverseg_monai...`` module ``path`` imports, with the line, relative imports resolved."""
+def _imported_modules(path: Path, module: str, top: str = "liverseg_monai") -> list[tuple[str, int]]:
+    """Every ``<top>...`` module ``path`` imports, with the line, relative imports resolved."""
     package = module if path.name == "__init__.py" else module.rpartition(".")[0]
     found = []
     for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
@@ -61,7 +65,7 @@ def _imported_modules(path: Path, module: str) -> list[tuple[str, int]]:
                 found += [(f"{base}.{alias.name}", node.lineno) for alias in node.names]
             else:
                 found.append((base, node.lineno))
-    return [(name, line) for name, line in found if name == "liverseg_monai" or name.startswith("liverseg_monai.")]
+    return [(name, line) for name, line in found if name == top or name.startswith(f"{top}.")]
 
 
 def _folder_imports() -> dict[tuple[str, str], list[str]]:
@@ -84,6 +88,26 @@ def test_every_folder_has_a_layer():
     folders = {p.name for p in PACKAGE.iterdir() if p.is_dir() and (p / "__init__.py").exists()}
     folders |= {p.stem for p in PACKAGE.glob("*.py")}
     assert not folders - set(LEVEL), f"folders missing from LAYERS in {__file__}: {sorted(folders - set(LEVEL))}"
+
+
+def test_the_library_does_not_import_the_tooling():
+    sites = [f"{_module_name(path)}:{line} -> {name}" for path in sorted(PACKAGE.rglob("*.py"))
+             for name, line in _imported_modules(path, _module_name(path), top="tools")]
+    assert not sites, "the library imports the tooling (move the piece into liverseg_monai, or the caller into tools):\n" + (
+        "\n".join(sites))
+
+
+def test_the_scan_sees_an_import_of_the_tooling(tmp_path):
+    module = tmp_path / "m.py"
+    module.write_text("import os\nfrom tools.runner import run_bundle\n\n\ndef f():\n    import tools.bench\n")
+    assert _imported_modules(module, "m", top="tools") == [("tools.runner", 2), ("tools.bench", 6)]
+
+
+def test_the_package_holds_no_tooling():
+    files = [p.relative_to(PACKAGE) for p in PACKAGE.rglob("*") if p.is_file() and "__pycache__" not in p.parts]
+    found = sorted(f.as_posix() for f in files
+                   if f.suffix == ".yaml" or TOOLING & {f.stem, *(part for part in f.parts[:-1])})
+    assert not found, f"tooling inside the installable library (it belongs in tools/): {found}"
 
 
 def test_the_import_scan_sees_known_edges():

@@ -1,6 +1,6 @@
-"""Glue to the tools around MONAI that the bundles are run with: MONAI Label, Auto3DSeg and DICOM servers.
+"""Glue to the tools around MONAI that the bundles are run with: Auto3DSeg and DICOMweb servers.
 
-``servers`` starts and stops local server processes (loopback only, free ports, bounded waits);
-``orthanc`` is a small DICOMweb client (STOW-RS, WADO-RS, QIDO-RS) and an Orthanc launcher;
-``monailabel`` lays out a MONAI Label app folder from this repository's bundles.
+``auto3dseg`` holds what the Auto3DSeg algorithm template (``auto3dseg/``) runs; ``orthanc`` is a small
+DICOMweb client (STOW-RS, WADO-RS, QIDO-RS) for pushing results to a PACS. Server launchers and the
+MONAI Label app layout used by the tests are tooling: ``tools/ecosystem``.
 """

@@ -1,6 +1,6 @@
 """The shared bundle test harness: every folder in bundles/ is checked the same way.
 
-For each bundle, its recipe (``liverseg_monai/recipes/<bundle>.yaml``) says which synthetic data to
+For each bundle, its recipe (``tools/recipes/<bundle>.yaml``) says which synthetic data to
 make and which overrides keep the runs tiny. The checks:
 
 - ``configs/metadata.json`` validates with ``monai.bundle verify_metadata`` against the schema in
@@ -24,7 +24,8 @@ from pathlib import Path
 import numpy as np
 
 from liverseg_monai.data.datalist import load_datalist
-from liverseg_monai.recipes import bundle_command, copy_bundle, load_recipe, run_stage, synthesize
+from tools.recipes import load_recipe, synthesize
+from tools.runner import bundle_command, copy_bundle, run_stage
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]

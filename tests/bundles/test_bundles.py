@@ -8,10 +8,10 @@ BUNDLES = harness.bundle_names()
 
 
 def test_every_bundle_has_a_recipe():
-    from liverseg_monai.recipes import list_recipes
+    from tools.recipes import list_recipes
 
     missing = sorted(set(BUNDLES) - set(list_recipes()))
-    assert not missing, f"bundles without liverseg_monai/recipes/<name>.yaml: {missing}"
+    assert not missing, f"bundles without tools/recipes/<name>.yaml: {missing}"
 
 
 @pytest.mark.parametrize("bundle", BUNDLES)

@@ -1,7 +1,7 @@
 """torchrun with two CPU processes (gloo) on every bundle's multi-GPU training config.
 
 Each case merges the bundle's ``multi_gpu_train*.json`` after the training configs of one recipe stage
-(``liverseg_monai/recipes/<bundle>.yaml``: same synthetic data, same smoke-scale overrides), runs one
+(``tools/recipes/<bundle>.yaml``: same synthetic data, same smoke-scale overrides), runs one
 or two epochs under ``torchrun --nproc_per_node=2`` and checks: exit code 0; the stage's checkpoint
 written, by rank 0 only (rank 1's checkpoint and output folders are redirected to ``models_rank1`` and
 ``<output_dir>_rank1``, which must gain no checkpoint and no TensorBoard summary); both ranks end
@@ -22,7 +22,8 @@ import pytest
 import torch
 
 from liverseg_monai.data.synth.lits import synth_lits
-from liverseg_monai.recipes import bundle_command, copy_bundle, load_recipe, synthesize
+from tools.recipes import load_recipe, synthesize
+from tools.runner import bundle_command, copy_bundle
 
 # rank 0 writes to models/ and OUT as usual; any file another rank would write lands in models_rank<R>/
 # or OUT_rank<R>/

@@ -12,7 +12,7 @@ from monai.bundle import ConfigParser
 
 from liverseg_monai.data import load_datalist
 from liverseg_monai.data.synth.lits import synth_lits
-from liverseg_monai.recipes import copy_bundle, run_stage
+from tools.runner import copy_bundle, run_stage
 
 REPO = Path(__file__).resolve().parents[2]
 BUNDLE = REPO / "bundles" / "liver_ct_unet_segmentation"

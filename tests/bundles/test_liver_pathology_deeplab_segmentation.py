@@ -8,11 +8,11 @@ import json
 import re
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
-from liverseg_monai.recipes import copy_bundle, run_stage, synthesize
+from tools.recipes import synthesize
+from tools.runner import copy_bundle, run_stage
 
 BUNDLE = "liver_pathology_deeplab_segmentation"
 # the slim test network: ResNet-10 encoder, 64-channel deformable ASPP and decoder, 64 px patches
@@ -120,17 +120,3 @@ def test_baselines_by_config(tmp_path, baseline):
     net.eval()
     with torch.no_grad():
         assert net(torch.randn(1, 3, 64, 64)).shape == (1, 7, 64, 64)
-
-
-def test_ablation_command_reports_every_arm(tmp_path):
-    from liverseg_monai.engines.ablation_deeplab import main
-
-    assert main(["--out", str(tmp_path), "--iterations", "2", "--n-tiles", "10", "--tile-size", "64",
-                 "--channels", "8"]) == 0
-    rows = json.loads((tmp_path / "ablation.json").read_text())["rows"]
-    assert [r["aspp"] for r in rows] == ["deformable", "standard", "deformable", "deformable"]
-    assert all(0 <= r["mean_iou"] <= 1 for r in rows[:3])
-    assert rows[3]["status"] == "not run" and "backbone" in rows[3]["note"]
-    assert rows[2]["n_train_tiles"] < rows[0]["n_train_tiles"]
-    assert "| deformable_aspp_dino_init" in (tmp_path / "ablation.md").read_text()
-    assert np.isfinite(rows[0]["mean_dice"])

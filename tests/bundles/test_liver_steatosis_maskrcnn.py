@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 import torch
 
-from liverseg_monai.recipes import copy_bundle, run_stage, synthesize
+from tools.recipes import synthesize
+from tools.runner import copy_bundle, run_stage
 
 BUNDLE = "liver_steatosis_maskrcnn"
 NETWORK = {"depth": 18, "fpn_channels": 64, "representation_size": 256, "mask_head_channels": [64, 64],

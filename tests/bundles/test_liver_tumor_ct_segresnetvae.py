@@ -13,7 +13,7 @@ from monai.bundle import ConfigParser
 
 from liverseg_monai.data import load_datalist
 from liverseg_monai.data.synth.lits import save_nifti, synth_lits
-from liverseg_monai.recipes import copy_bundle, run_stage
+from tools.runner import copy_bundle, run_stage
 
 REPO = Path(__file__).resolve().parents[2]
 BUNDLE = REPO / "bundles" / "liver_tumor_ct_segresnetvae"
@@ -171,7 +171,7 @@ def test_network_def_is_both_stages_and_exports(tmp_path):
     scripts it, and the TorchScript file, reloaded, gives the eager output on a CT-like volume."""
     import subprocess
 
-    from liverseg_monai.recipes import bundle_command
+    from tools.runner import bundle_command
 
     parser = _parse(**SMALL_INFER)
     net = parser.get_parsed_content("network_def")

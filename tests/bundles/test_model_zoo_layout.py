@@ -9,7 +9,7 @@ default ``p = n = any = 1``; ``ckpt_export(network_def)`` of ``models/model.pt``
 ``models/verify_model.ts``; and reloads a provided TorchScript file.
 
 Here every bundle is copied, its ``network_def`` built from ``inference.json`` at the recipe's tiny
-size (``liverseg_monai/recipes/<bundle>.yaml``, ``export`` section: the full-size networks are too slow
+size (``tools/recipes/<bundle>.yaml``, ``export`` section: the full-size networks are too slow
 for CI; the checks are the same) and its random state dict saved as ``models/model.pt``, standing in
 for trained weights; then the checker's calls run with the checker's arguments (plus the tiny
 overrides; ``use_trace`` where the recipe sets it, which the checker itself cannot pass), the schema
@@ -29,8 +29,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from liverseg_monai.recipes import copy_bundle, load_recipe, synthesize
 from tests.bundles import harness
+from tools.recipes import load_recipe, synthesize
+from tools.runner import copy_bundle
 
 BUNDLES = harness.bundle_names()
 # the checker's lists (ci/verify_bundle.py)

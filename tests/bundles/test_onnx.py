@@ -8,8 +8,9 @@ import pytest
 import torch
 from monai.bundle import ConfigParser
 
-from liverseg_monai.recipes import bundle_command, copy_bundle, list_recipes, load_recipe
 from tests.bundles import harness
+from tools.recipes import list_recipes, load_recipe
+from tools.runner import bundle_command, copy_bundle
 
 ONNX_BUNDLES = [b for b in list_recipes() if b in harness.bundle_names() and load_recipe(b).get("onnx")]
 

@@ -21,7 +21,8 @@ import numpy as np
 import pytest
 import torch
 
-from liverseg_monai.recipes import copy_bundle, run_stage, synthesize
+from tools.recipes import synthesize
+from tools.runner import copy_bundle, run_stage
 
 BUNDLE = "pathology_dino_pretraining"
 OUT_DIM = 1024

@@ -9,7 +9,8 @@ import torch
 
 from liverseg_monai.data.synth.histo import synth_histo
 from liverseg_monai.engines.checkpoints import latest_checkpoint
-from liverseg_monai.recipes import copy_bundle, load_recipe, run_stage
+from tools.recipes import load_recipe
+from tools.runner import copy_bundle, run_stage
 
 BUNDLE = "pathology_pathsegdiff_segmentation"
 
@@ -120,7 +121,7 @@ def bundle_part(root, overrides: dict, key: str, seed: int = 0):
 @pytest.fixture(scope="module")
 def demo_run(tmp_path_factory):
     """The demo recipe's data and its three training stages plus evaluation, run once for the checks below."""
-    from liverseg_monai.recipes import synthesize
+    from tools.recipes import synthesize
 
     torch.set_num_threads(2)
     tmp = tmp_path_factory.mktemp("pathsegdiff_demo")

@@ -15,7 +15,8 @@ import json
 
 import pytest
 
-from liverseg_monai.recipes import copy_bundle, load_recipe, run_stage, synthesize
+from tools.recipes import load_recipe, synthesize
+from tools.runner import copy_bundle, run_stage
 
 CASES = {
     "liver_pathology_deeplab_segmentation": {

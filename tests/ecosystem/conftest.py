@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from liverseg_monai.ecosystem.orthanc import OrthancServer, find_orthanc
+from tools.ecosystem.orthanc_server import OrthancServer, find_orthanc
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -29,7 +29,7 @@ def orthanc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OrthancServer]
 @pytest.fixture(scope="module")
 def monailabel_python() -> Path:
     """The MONAI Label environment's Python; skips when ``.venv-monailabel`` is not set up."""
-    from liverseg_monai.ecosystem.monailabel import DEFAULT_VENV, monailabel_python
+    from tools.ecosystem.monailabel import DEFAULT_VENV, monailabel_python
 
     python = monailabel_python(DEFAULT_VENV)
     if python is None:

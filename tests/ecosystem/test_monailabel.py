@@ -8,7 +8,7 @@ H&E tile (the three pathology bundles) must return exactly the labels that the b
 same served folder; ``/train`` runs one epoch of the liver bundle on the datastore's label.
 
 To keep CI fast the served copies hold the tiny network sizes of each bundle's recipe
-(``liverseg_monai/recipes/<bundle>.yaml``, its ``inference`` stage overrides), written into the copy's
+(``tools/recipes/<bundle>.yaml``, its ``inference`` stage overrides), written into the copy's
 ``configs/inference.json`` as a user picking a smaller configuration would (MONAI Label runs that file
 without overrides). The checkpoints are randomly initialised (``init_random_weights``): these are
 plumbing tests; segmentation quality is covered by the bundle tests.
@@ -31,8 +31,8 @@ from PIL import Image
 
 from liverseg_monai.data.synth.histo import synth_histo
 from liverseg_monai.data.synth.lits import synth_lits
-from liverseg_monai.ecosystem import monailabel as ml
-from liverseg_monai.ecosystem.bundles import init_random_weights, run_bundle, set_config_values
+from tools.ecosystem import monailabel as ml
+from tools.runner import init_random_weights, run_bundle, set_config_values
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow  # real servers; CI runs them (make test), test-fast skips them
@@ -53,7 +53,7 @@ EXTRA = {STEATOSIS: {"score_threshold": 0.0}}
 
 def recipe_inference_overrides(bundle: str) -> dict:
     """The ``inference`` stage overrides of the bundle's recipe (its tiny, CPU-scale network sizes)."""
-    recipe = yaml.safe_load((REPO / "liverseg_monai" / "recipes" / f"{bundle}.yaml").read_text())
+    recipe = yaml.safe_load((REPO / "tools" / "recipes" / f"{bundle}.yaml").read_text())
     stage = next(s for s in recipe["stages"] if s["name"] == "inference")
     return dict(stage.get("overrides") or {})
 
@@ -64,7 +64,7 @@ def server(monailabel_python: Path, tmp_path_factory: pytest.TempPathFactory) ->
     bundles = {}
     for name in MODELS:
         bundle = shutil.copytree(REPO / "bundles" / name, root / "bundles" / name)
-        set_config_values(bundle, "configs/inference.json", {**recipe_inference_overrides(name), **EXTRA.get(name, {})})
+        set_config_values(bundle, "inference.json", {**recipe_inference_overrides(name), **EXTRA.get(name, {})})
         init_random_weights(bundle, seed=0)  # models/model.pt: the state dict of network_def
         bundles[name] = bundle
     app = ml.make_app(root / "app", bundles)
@@ -93,7 +93,7 @@ def bundle_own_output(studies: Path, bundle: str, image: str, out_dir: Path) -> 
     shutil.copy(studies / image, data / image)
     (data / "dataset.json").write_text(json.dumps({"testing": [{"image": image}]}))
     served = studies.parent / "app" / "model" / bundle
-    run_bundle(served, ["configs/inference.json"], dataset_dir=data, output_dir=out_dir / "out")
+    run_bundle(served, ["inference.json"], dataset_dir=data, output_dir=out_dir / "out", timeout=600)
     found = sorted((out_dir / "out").glob(BUNDLE_OUTPUT[bundle]))
     assert len(found) == 1, f"{bundle}: expected one {BUNDLE_OUTPUT[bundle]} in {out_dir / 'out'}, found {found}"
     return found[0]

@@ -20,10 +20,10 @@ import pydicom
 import pytest
 
 from liverseg_monai.data.synth.hcc import synth_hcc
-from liverseg_monai.ecosystem.bundles import init_random_weights, run_bundle
 from liverseg_monai.ecosystem.orthanc import retrieve_series, search_series, stow, tag_value
 from liverseg_monai.io.dicom import read_seg, read_series, referenced_series_uids, to_series_grid, write_seg
 from liverseg_monai.io.sr import ct_readout, read_ct_report, write_ct_report
+from tools.runner import init_random_weights, run_bundle
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow  # real servers; CI runs them (make test), test-fast skips them
@@ -61,8 +61,8 @@ def test_series_round_trip_through_orthanc(orthanc, tmp_path: Path) -> None:
                         overrides=SMALL)
     (tmp_path / "dataset" / "dataset.json").write_text(json.dumps({"testing": [{"image": "series"}]}))
     out = tmp_path / "infer"
-    run_bundle(bundle, ["configs/inference.json"], dataset_dir=tmp_path / "dataset", output_dir=out,
-               **{key: json.dumps(value) for key, value in SMALL.items()})
+    run_bundle(bundle, ["inference.json"], dataset_dir=tmp_path / "dataset", output_dir=out,
+               overrides={key: json.dumps(value) for key, value in SMALL.items()}, timeout=600)
     (pred_path,) = out.glob("*_seg.nii.gz")
     pred = nib.load(pred_path)
     label = to_series_grid(np.asarray(pred.dataobj), pred.affine, back).astype(np.uint8)

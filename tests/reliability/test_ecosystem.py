@@ -1,4 +1,4 @@
-"""Bad inputs to the ecosystem glue (Auto3DSeg template filling, DICOMweb client, MONAI Label layout)."""
+"""Bad inputs to the ecosystem glue (Auto3DSeg template filling, DICOMweb client) and the MONAI Label harness."""
 
 from __future__ import annotations
 
@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from liverseg_monai.ecosystem import auto3dseg, monailabel, orthanc
+from liverseg_monai.ecosystem import auto3dseg, orthanc
 from liverseg_monai.errors import ConfigError
+from tools.ecosystem import monailabel
 
 STATS = {"stats_summary": {
     "label_stats": {"labels": [0, 1, 2]},

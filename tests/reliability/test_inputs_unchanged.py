@@ -17,10 +17,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from monai.bundle import ConfigParser
 
-from liverseg_monai.ecosystem.bundles import init_random_weights
-from liverseg_monai.recipes import copy_bundle, load_recipe, synthesize
+from tools.recipes import load_recipe, synthesize
+from tools.runner import config_parser, copy_bundle, init_random_weights, run_parsed
 
 # bundle -> (checkpoint file -> network id, extra overrides for the inference runs)
 WEIGHTS = {
@@ -47,16 +46,7 @@ def snapshot(folder: Path) -> dict[str, tuple]:
 
 def run_config(root: Path, configs: list[str], data: Path, out: Path, overrides: dict) -> None:
     """``monai.bundle run`` in-process: ``initialize``, ``run`` and ``finalize`` of the merged configs."""
-    parser = ConfigParser()
-    parser.read_config([str(root / "configs" / c) for c in configs])
-    parser["bundle_root"] = str(root)
-    parser["dataset_dir"] = str(data)
-    parser["output_dir"] = str(out)
-    for key, value in overrides.items():
-        parser[key] = value
-    for section in ("initialize", "run", "finalize"):
-        if section in parser:
-            parser.get_parsed_content(section, lazy=False)
+    run_parsed(config_parser(root, configs, {"dataset_dir": str(data), "output_dir": str(out), **overrides}))
 
 
 def _stage(recipe: dict, name: str) -> dict:

@@ -17,7 +17,7 @@ import torch
 
 from liverseg_monai.data.synth.histo import synth_histo
 from liverseg_monai.data.synth.lits import synth_lits
-from liverseg_monai.recipes import bundle_command, copy_bundle, run_stage
+from tools.runner import bundle_command, copy_bundle, run_stage
 
 TINY = {"spatial_size": [32, 32], "samples_per_volume": 2, "batch_size": 2, "num_workers": 0, "max_epochs": 3,
         "learning_rate": 1e-3}

@@ -11,7 +11,7 @@ from monai.bundle import ConfigParser
 from liverseg_monai.data.clinical import with_severity_prior
 from liverseg_monai.data.synth.lits import save_nifti
 from liverseg_monai.errors import InputError
-from liverseg_monai.recipes import copy_bundle
+from tools.runner import copy_bundle
 
 SMALL = {"spacing": [8.0, 8.0, 10.0], "liver#roi_size": [32, 32, 16], "tumor#roi_size": [16, 16, 16], "init_filters": 8}
 AFFINE = np.diag([8.0, 8.0, 10.0, 1.0])

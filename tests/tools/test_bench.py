@@ -1,0 +1,86 @@
+"""``make bench`` plumbing: one scenario at a tiny size through the subprocess driver, the merged
+results file and the Markdown writer (the figures themselves come from ``make bench``)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from liverseg_monai.errors import InputError
+from tools.bench import merge_results, run_bench
+from tools.bench.report import render_markdown
+
+
+def test_ct_liver_tiny_run_merges_and_renders(tmp_path):
+    out, docs = tmp_path / "bench", tmp_path / "benchmarks.md"
+    path = run_bench(out, only="ct_liver", preset="tiny", docs=docs, work=tmp_path / "work", command="pytest")
+    data = json.loads(path.read_text())
+    assert data["schema"] == 1 and len(data["runs"]) == 1
+    (key, run), = data["runs"].items()
+    assert run["machine"]["key"] == key and run["command"] == "pytest"
+    r = run["scenarios"]["ct_liver"]
+    assert "error" not in r, r
+    assert r["shape"] == [32, 32, 16] and r["preset"] == "tiny"
+    assert r["geometry_kept"] is True
+    assert r["end_to_end_s"] > r["forward_only_s"] > 0
+    assert r["ratio"] == pytest.approx(r["end_to_end_s"] / r["forward_only_s"])
+    assert r["forward_calls_end_to_end"] == r["forward_calls_forward_only"] == 1  # 16 slices, batch 16
+    assert r["peak_rss_mb"] >= r["rss_before_run_mb"] > 0
+    assert len(r["load_average_before"]) == 3
+    md = docs.read_text()
+    assert f"## {key}" in md and "| ct_liver (liver_ct_unet_segmentation) | 32x32x16 CT" in md
+    assert "Last command: `pytest`" in md and ", `pytest`, " in md  # per machine and per scenario
+
+    # another machine's results are added next to these, not over them
+    other = {**run["machine"], "key": "cuda | Some GPU", "device": "cuda", "gpu": "Some GPU"}
+    merged = merge_results(path, other, "gpu run", {"ct_liver": {**r, "amp": True}})
+    assert set(merged["runs"]) == {key, "cuda | Some GPU"}
+    md = render_markdown(merged)
+    assert "## cuda | Some GPU" in md and md.count("| ct_liver (liver_ct_unet_segmentation)") == 2
+
+
+def test_error_rows_and_unknown_scenarios(tmp_path):
+    data = {"runs": {"k": {"machine": {"device": "cpu", "gpu": "none", "cpu": "x", "cpus": 2, "torch_threads": 2,
+                                       "omp_num_threads": "2", "python": "3.11", "torch": "t", "monai": "m",
+                                       "platform": "p"},
+                           "command": "c", "scenarios": {"ct_tumor": {"error": "exit 1: boom"},
+                                                         "networks": {"error": "exit 1: no smp"}}}}}
+    md = render_markdown(data)
+    assert "not measured: exit 1: boom" in md and "Not measured: exit 1: no smp" in md
+    with pytest.raises(InputError, match="unknown scenario"):
+        run_bench(tmp_path, only="nope", docs=tmp_path / "x.md")
+
+
+def test_train_input_repeats_a_small_dataset_to_a_real_epoch_length(tmp_path):
+    """The loader is rebuilt over the bundle's dataset repeated until an epoch has the asked-for number of
+    batches (same loader class and settings), so epoch starts weigh as in a real epoch."""
+    from tools.bench.training import scenario_train_input
+
+    r = scenario_train_input(tmp_path, steps=6, bundles=["liver_ct_unet_segmentation"], min_epoch_steps=20)
+    (row,) = r["rows"]
+    assert "error" not in row, row
+    assert row["dataset_repeats"] > 1 and row["epoch_length"] >= 20
+    assert row["loader"]["items"] * row["dataset_repeats"] >= 20 * row["loader"]["batch_size"]
+    assert row["steps"] == 6 and row["epoch_starts"] == 0  # 6 steps of a 20-step epoch
+    assert 0 <= row["data_wait_share_steady"] <= row["data_wait_share"] + 1e-9 <= 1
+    assert row["mean_epoch_start_wait_s"] is None
+
+
+def test_pathsegdiff_ablation_dataset_and_scores(tmp_path):
+    """The feature ablation's datalist (the demo's labelled split, a larger held-out set) and its per-tile reader."""
+    import json
+
+    from tools.bench import GROUPS, SCENARIOS
+    from tools.bench.pathsegdiff import make_dataset, per_tile_iou
+
+    assert "pathsegdiff_features" in GROUPS["quality"] and "pathsegdiff_features" in SCENARIOS
+    assert make_dataset(tmp_path / "d", n_train=4, n_val=2, n_test=5, size=32, seed=0) == tmp_path / "d"
+    lists = json.loads((tmp_path / "d" / "dataset.json").read_text())
+    assert [len(lists[k]) for k in ("training", "validation", "testing")] == [4, 2, 5]
+    names = [it["image"] for k in ("training", "validation", "testing") for it in lists[k]]
+    assert len(set(names)) == 11 and all((tmp_path / "d" / n).is_file() for n in names)
+    (tmp_path / "e").mkdir()
+    (tmp_path / "e" / "per_case.csv").write_text("case,mean_iou,mean_dice\r\ntile_0006,0.5,0.6\r\ntile_0007,,0.1\r\n")
+    scores = per_tile_iou(tmp_path / "e")
+    assert scores["tile_0006"] == 0.5 and scores["tile_0007"] != scores["tile_0007"]  # NaN for an undefined score
