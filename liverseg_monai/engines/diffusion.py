@@ -8,7 +8,7 @@ each stage is a plain function (:func:`autoencoder_loss`, :func:`diffusion_loss`
 so bundle configs keep MONAI's trainer, handlers, checkpoints and progress bar.
 
 The feature ablation (the same head on diffusion features and on a random extractor) runs the bundle's
-own stages: :mod:`liverseg_monai.bench.pathsegdiff`.
+own stages: :mod:`tools.bench.pathsegdiff` (tooling, outside the library).
 """
 
 from __future__ import annotations
