@@ -163,10 +163,13 @@ def config_parser(bundle_root: str | os.PathLike, configs: Sequence[str] | str,
 
 
 def run_parsed(parser) -> None:
-    """Run a parsed bundle config in this process as ``monai.bundle run`` does: ``initialize``, ``run``, ``finalize``."""
+    """Run a parsed bundle config in this process as ``monai.bundle run`` does: ``initialize``, ``run``, ``finalize``.
+
+    Parts already built from ``parser`` (a network with timing hooks, for example) are the ones that run.
+    """
     for section in ("initialize", "run", "finalize"):
         if section in parser:
-            parser.get_parsed_content(section, lazy=False)
+            parser.get_parsed_content(section)
 
 
 def init_random_weights(bundle_root: str | os.PathLike, weights: Mapping[str, str] | None = None,
