@@ -10,9 +10,9 @@ import torch
 from monai.data import MetaTensor
 from monai.transforms import EnsureChannelFirstd, LoadImaged, SaveImaged
 
-from liverseg_monai.io.dicom_writers import SaveDicomSegd, SaveDicomSRd
 from liverseg_monai.errors import InputError, find_error
 from liverseg_monai.io.dicom import DicomSeriesReader, read_seg, write_series
+from liverseg_monai.io.dicom_writers import SaveDicomSegd, SaveDicomSRd
 from liverseg_monai.io.naming import CaseFolderLayout
 from liverseg_monai.io.sr import ct_readout, read_ct_report
 from liverseg_monai.transforms.outputs import CaseOutputs
