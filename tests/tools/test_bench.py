@@ -58,13 +58,17 @@ def test_train_input_repeats_a_small_dataset_to_a_real_epoch_length(tmp_path):
     from tools.bench.training import scenario_train_input
 
     r = scenario_train_input(tmp_path, steps=6, bundles=["liver_ct_unet_segmentation"], min_epoch_steps=20)
-    (row,) = r["rows"]
-    assert "error" not in row, row
-    assert row["dataset_repeats"] > 1 and row["epoch_length"] >= 20
-    assert row["loader"]["items"] * row["dataset_repeats"] >= 20 * row["loader"]["batch_size"]
-    assert row["steps"] == 6 and row["epoch_starts"] == 0  # 6 steps of a 20-step epoch
-    assert 0 <= row["data_wait_share_steady"] <= row["data_wait_share"] + 1e-9 <= 1
-    assert row["mean_epoch_start_wait_s"] is None
+    plain, fast = r["rows"]  # the stage has the fast_path switch: measured without, then with it
+    assert (plain["fast_path"], fast["fast_path"]) == (False, True)
+    assert (plain["loader"]["loader"], fast["loader"]["loader"]) == ("DataLoader", "ThreadDataLoader")
+    assert fast["loader"]["num_workers"] == 0 < plain["loader"]["num_workers"]
+    for row in (plain, fast):
+        assert "error" not in row, row
+        assert row["dataset_repeats"] > 1 and row["epoch_length"] >= 20
+        assert row["loader"]["items"] * row["dataset_repeats"] >= 20 * row["loader"]["batch_size"]
+        assert row["steps"] == 6 and row["epoch_starts"] == 0  # 6 steps of a 20-step epoch
+        assert 0 <= row["data_wait_share_steady"] <= row["data_wait_share"] + 1e-9 <= 1
+        assert row["mean_epoch_start_wait_s"] is None
 
 
 def test_pathsegdiff_ablation_dataset_and_scores(tmp_path):

@@ -105,6 +105,10 @@ def _slides(scen: dict) -> list[str]:
     return lines + [""] + [f"- {n}" for n in notes] + [""]
 
 
+def _fast(row: dict) -> str:
+    return {True: "on", False: "off"}.get(row.get("fast_path"), "-")
+
+
 def _train(r: dict) -> list[str]:
     lines = ["### Training input: share of each step spent waiting for data", ""]
     if "error" in r:
@@ -116,11 +120,14 @@ def _train(r: dict) -> list[str]:
     lines += [f"{r['steps_per_stage']} steps per stage after the first; {r['data']}; {_run_line(r)}. "
               "*All* includes the first step of each later epoch (DataLoader workers restart); *steady* leaves "
               f"those out; *epoch start* is that first step's wait.{epochs}", "",
-              "| bundle | stage | dataset / loader | steps (epoch starts) | data wait, all (goal ≤ 10%) | steady | "
-              "epoch start (s) | mean step (s) |", "|---|---|---|---|---|---|---|---|"]
+              "*fast path*: the config's `fast_path` switch (device cache, ThreadDataLoader, AMP and channels-last "
+              "on a GPU; on a CPU only the loader changes); `-`: a stage without the switch.", "",
+              "| bundle | stage | fast path | dataset / loader | steps (epoch starts) | data wait, all (goal ≤ 10%) | steady | "
+              "epoch start (s) | mean step (s) |", "|---|---|---|---|---|---|---|---|---|"]
     for row in r["rows"]:
         if "error" in row:
-            lines.append(f"| {row['bundle']} | {row.get('stage', '')} | not measured: {row['error']} | | | | | |")
+            lines.append(f"| {row['bundle']} | {row.get('stage', '')} | {_fast(row)} | not measured: {row['error']} "
+                         "| | | | | |")
             continue
         ld = row["loader"]
         cache = f", {ld['cached_items']}/{ld['items']} cached" if ld.get("cached_items") is not None else ""
@@ -128,7 +135,7 @@ def _train(r: dict) -> list[str]:
         loader = (f"{ld['dataset']}({ld['items']} items{cache}){repeats}, {ld['loader']}(batch_size={ld['batch_size']}, "
                   f"num_workers={ld['num_workers']}, persistent_workers={ld['persistent_workers']})")
         share = row["data_wait_share"]
-        lines.append(f"| {row['bundle']} | {row['stage']} | {loader} | {row['steps']} ({row['epoch_starts']}) | "
+        lines.append(f"| {row['bundle']} | {row['stage']} | {_fast(row)} | {loader} | {row['steps']} ({row['epoch_starts']}) | "
                      f"{_pct(share)}{_goal(share is not None and share <= row['goal_share_max'])} | "
                      f"{_pct(row['data_wait_share_steady'])} | {_f(row.get('mean_epoch_start_wait_s'), 3)} | "
                      f"{_f(row['mean_step_s'], 3)} |")

@@ -107,11 +107,15 @@ def _describe_loader(trainer) -> dict:
 
 
 def measure_stage(stage: dict, root: Path, data: Path, out: Path, steps: int, device: str,
-                  min_epoch_steps: int = 1) -> dict:
+                  min_epoch_steps: int = 1, fast_path: bool | None = None) -> dict:
+    """One training stage's data-wait share; ``fast_path`` sets the config's switch (``None``: left as the
+    config has it, for stages without one)."""
     import monai
 
     overrides = {k: v for k, v in (stage.get("overrides") or {}).items() if k.split("#")[-1] not in LOADER_KEYS}
     dropped = sorted(set(stage.get("overrides") or {}) - set(overrides))
+    if fast_path is not None:
+        overrides["fast_path"] = bool(fast_path)
     parser = config_parser(root, stage["config"], {"dataset_dir": str(data), "output_dir": str(out),
                                                    "device": f"$torch.device('{device}')", **overrides})
     for key in ("val_interval",):  # no validation inside the measured steps
@@ -124,7 +128,8 @@ def measure_stage(stage: dict, root: Path, data: Path, out: Path, steps: int, de
     loader = _describe_loader(trainer)
     repeats = _with_epoch_length(trainer, min_epoch_steps)
     result = _measure(trainer, steps)
-    return {"stage": stage["name"], "configs": stage["config"], "loader": loader, "dataset_repeats": repeats,
+    return {"stage": stage["name"], "configs": stage["config"], "fast_path": fast_path, "loader": loader,
+            "dataset_repeats": repeats,
             "demo_overrides_kept": overrides, "demo_overrides_dropped": dropped, "setup_s": setup_s,
             "goal_share_max": 0.10, **result}
 
@@ -132,7 +137,8 @@ def measure_stage(stage: dict, root: Path, data: Path, out: Path, steps: int, de
 def scenario_train_input(work: str | Path, steps: int = 10, bundles: list[str] | None = None,
                          device: str = "cpu", min_epoch_steps: int = 1) -> dict:
     """Data-wait share of the training steps of every bundle's training stages (epochs of at least
-    ``min_epoch_steps`` batches, see the module docstring)."""
+    ``min_epoch_steps`` batches, see the module docstring); stages with the ``fast_path`` switch once
+    without and once with it (on a GPU: device cache, ThreadDataLoader, AMP, channels-last)."""
     from tools.recipes import list_recipes, load_recipe, synthesize
     from tools.runner import copy_bundle
 
@@ -152,11 +158,14 @@ def scenario_train_input(work: str | Path, steps: int = 10, bundles: list[str] |
             rows.append({"bundle": bundle, "error": f"{type(err).__name__}: {str(err).splitlines()[0]}"})
             continue
         for stage in stages:
-            try:
-                rows.append({"bundle": bundle, **measure_stage(stage, root, data, work / bundle / stage["name"],
-                                                               steps, device, min_epoch_steps)})
-            except Exception as err:
-                rows.append({"bundle": bundle, "stage": stage["name"],
-                             "error": f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"})
+            # stages whose config has the fast_path switch are measured both ways (plain, then fast path)
+            arms = (False, True) if "fast_path" in config_parser(root, stage["config"]) else (None,)
+            for fast in arms:
+                try:
+                    rows.append({"bundle": bundle, **measure_stage(stage, root, data, work / bundle / stage["name"],
+                                                                   steps, device, min_epoch_steps, fast)})
+                except Exception as err:
+                    rows.append({"bundle": bundle, "stage": stage["name"], "fast_path": fast,
+                                 "error": f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"})
     return {"rows": rows, "steps_per_stage": steps, "min_epoch_steps": min_epoch_steps, "device": device,
             "data": "each recipe's demo synthetic data (tools/recipes/*.yaml)"}
