@@ -17,8 +17,11 @@ $(STAMP): pyproject.toml
 demo: setup
 	$(PY) -m tools demo --out demo_out
 
+# two pytest workers, one thread each, a test file per worker at a time (module fixtures are built once):
+# on 2 cores the suite's learning tests run side by side instead of one after another
+TEST_WORKERS ?= 2
 test: setup
-	$(PY) -m pytest -q -ra --durations=15
+	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(PY) -m pytest -q -ra -n $(TEST_WORKERS) --dist loadfile --durations=25
 
 test-fast: setup
 	$(PY) -m pytest -q -ra -m "not slow"
