@@ -245,7 +245,7 @@ def test_head_recipe_fits_ground_truth_separable_features():
     head = ConvSegmentationHead(n_classes, n_classes, overrides["head_channels"])
     opt = torch.optim.Adam(head.parameters(), lr=overrides["learning_rate"])
     loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
-    steps = 60  # a fraction of the demo's ~480 head steps
+    steps = 60  # a fraction of the demo's ~1440 head steps
     for _ in range(steps):
         idx = torch.randint(0, 8, (overrides["batch_size"],), generator=g)
         opt.zero_grad()
