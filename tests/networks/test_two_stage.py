@@ -179,3 +179,29 @@ def test_scripted_network_gives_the_eager_output():
         scripted = torch.jit.script(net)(x)
     assert set(torch.unique(eager).tolist()) == {0.0, 1.0, 2.0}
     torch.testing.assert_close(scripted, eager)
+
+
+def test_model_saver_composes_once_both_stage_checkpoints_exist(tmp_path, caplog):
+    """Either stage's trainer may finish second: with one checkpoint missing the saver warns and writes
+    nothing; with both it writes the composed state dict, which loads back into the network."""
+    import logging
+
+    from liverseg_monai.engines.two_stage import TwoStageModelSaver
+
+    net = segmenter()
+    liver_ckpt, tumor_ckpt, out = tmp_path / "model_liver.pt", tmp_path / "model_tumor.pt", tmp_path / "model.pt"
+    torch.save(net.tumor_stage.net.state_dict(), tumor_ckpt)
+    saver = TwoStageModelSaver(net, str(liver_ckpt), str(tumor_ckpt), str(out))
+    with caplog.at_level(logging.WARNING):
+        saver()
+    assert not out.exists() and str(liver_ckpt) in caplog.text
+
+    # the test stages have no weights: a buffer stands for the liver stage's trained state
+    for stage_net in (net.liver_stage.net, net.tumor_stage.net):
+        stage_net.register_buffer("w", torch.zeros(3))
+    torch.save(net.tumor_stage.net.state_dict(), tumor_ckpt)
+    torch.save({"w": torch.tensor([1.0, 2.0, 3.0])}, liver_ckpt)
+    saver()
+    composed = torch.load(out, weights_only=True)
+    assert torch.equal(composed["liver_stage.net.w"], torch.tensor([1.0, 2.0, 3.0]))
+    assert torch.equal(composed["tumor_stage.net.w"], torch.zeros(3))
