@@ -40,9 +40,11 @@ bench-deps: setup
 bench: bench-deps
 	OMP_NUM_THREADS=$(BENCH_THREADS) MKL_NUM_THREADS=$(BENCH_THREADS) $(PY) -m tools bench --out bench
 
-# quality on held-out synthetic data: trains every bundle (demo budgets) and runs the ablations
+# quality on held-out synthetic data: trains every bundle (demo budgets) and runs the ablations; ONLY=claim:NAME
+# (comma-separated) runs the papers' claims one at a time with seeds and intervals (tools/bench/claims.py)
+ONLY ?= quality
 bench-quality: bench-deps
-	OMP_NUM_THREADS=$(BENCH_THREADS) MKL_NUM_THREADS=$(BENCH_THREADS) $(PY) -m tools bench --out bench --only quality
+	OMP_NUM_THREADS=$(BENCH_THREADS) MKL_NUM_THREADS=$(BENCH_THREADS) $(PY) -m tools bench --out bench --only $(ONLY)
 
 # the speed scenarios on a GPU (AMP, channels-last), added as rows of their own
 bench-gpu: bench-deps

@@ -5,7 +5,9 @@ is its own (``python -m tools.bench SCENARIO --work W --json OUT``):
 
 - speed (``make bench``): ``ct_liver``, ``ct_tumor`` (:mod:`.ct`), ``slide_5000``, ``slide_20000``
   (:mod:`.slides`), ``train_input`` (:mod:`.training`), ``networks`` (:mod:`.networks`);
-- quality (opt-in, ``make bench-quality`` or ``--quality``): ``quality`` (:mod:`.quality`), which trains.
+- quality (opt-in, ``make bench-quality`` or ``--quality``): ``quality`` (:mod:`.quality`), which trains;
+- claims (opt-in, one at a time: ``--only claim:NAME``): a paper's claim through the bundles with seeds,
+  held-out cases and bootstrap intervals (:mod:`.claims`; ``--device cuda`` runs its GPU preset).
 
 ``run_bench`` merges the results into ``bench/results.json`` under a machine key (CPU model and
 thread count, or the GPU's name), so runs on several machines sit side by side, and rewrites
@@ -82,6 +84,8 @@ DEVICE_SCENARIOS = {"ct_liver", "ct_tumor", "slide_5000", "slide_20000", "train_
 
 
 def scenario_kwargs(name: str, preset: str = "full", device: str = "cpu") -> dict:
+    if name.startswith("claim:"):
+        return {"name": name.split(":", 1)[1], "preset": "gpu" if device.startswith("cuda") else "cpu"}
     kwargs = dict(PRESETS[preset].get(name, PRESETS["full"].get(name, {})))
     if name in DEVICE_SCENARIOS:
         kwargs["device"] = device
@@ -148,9 +152,9 @@ def run_bench(out: str | os.PathLike = "bench", only: list[str] | str | None = N
     if isinstance(only, str):
         only = [s for s in only.split(",") if s]
     names = list(only) if only else GROUPS["speed"] + (GROUPS["quality"] if quality else [])
-    unknown = [n for n in names if n not in SCENARIOS]
+    unknown = [n for n in names if n not in scenario_names()]
     if unknown:
-        raise InputError("bench", f"unknown scenario(s) {unknown}; choose from {sorted(SCENARIOS)}")
+        raise InputError("bench", f"unknown scenario(s) {unknown}; choose from {scenario_names()}")
     if preset not in PRESETS:
         raise InputError("bench", f"unknown preset {preset!r}; choose from {sorted(PRESETS)}")
     machine = machine_info(device)
@@ -168,12 +172,23 @@ def run_bench(out: str | os.PathLike = "bench", only: list[str] | str | None = N
         (out / "results.json").write_text(json.dumps(data, indent=2, default=float) + "\n")
     data = json.loads((out / "results.json").read_text())
     write_markdown(data, Path(docs) if docs else REPO / "docs" / "benchmarks.md")
+    if any(n.startswith("claim:") or n == "pathsegdiff_features" for n in names):
+        from tools.bench.claims import write_claims_markdown
+
+        write_claims_markdown(data, (Path(docs).parent if docs else REPO / "docs") / "claims.md")
     return out / "results.json"
+
+
+def scenario_names() -> list[str]:
+    """Every scenario ``--only`` accepts: :data:`SCENARIOS` and ``claim:NAME`` for each claim."""
+    from tools.bench.claims import CLAIMS
+
+    return sorted(SCENARIOS) + [f"claim:{name}" for name in CLAIMS]
 
 
 def run_scenario(name: str, work: str | os.PathLike, kwargs: dict) -> dict:
     """Run one scenario in this process (what the subprocess does)."""
-    module, func = SCENARIOS[name].split(":")
+    module, func = ("tools.bench.claims", "scenario_claim") if name.startswith("claim:") else SCENARIOS[name].split(":")
     result = getattr(importlib.import_module(module), func)(Path(work), **kwargs)
     from tools.bench.common import peak_rss_mb
 

@@ -6,12 +6,12 @@ import argparse
 import json
 from pathlib import Path
 
-from tools.bench import SCENARIOS, run_scenario
+from tools.bench import run_scenario, scenario_names
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tools.bench")
-    parser.add_argument("scenario", choices=sorted(SCENARIOS))
+    parser.add_argument("scenario", choices=scenario_names())
     parser.add_argument("--work", required=True, help="scratch folder (data and outputs)")
     parser.add_argument("--json", required=True, help="where the result goes")
     parser.add_argument("--kwargs", default="{}", help="the scenario's keyword arguments as JSON")

@@ -1,0 +1,98 @@
+"""The claims protocol (``tools/bench/claims.py``): held-out re-split, rows with seeds and intervals,
+stage overrides, and the generated ``docs/claims.md`` (the figures themselves come from the bench)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from tools.bench import scenario_kwargs, scenario_names
+from tools.bench.claims import CLAIM_INDEX, CLAIMS, Claim, Run, _stage, claim_rows, resplit, write_claims_markdown
+
+
+def test_resplit_holds_out_labelled_cases(tmp_path):
+    from liverseg_monai.data.synth.histo import synth_histo
+
+    synth_histo(tmp_path, seed=3, n=12, size=32)
+    content = resplit(tmp_path, 6, 2, 4)
+    sections = [[it["image"] for it in content[s]] for s in ("training", "validation", "testing")]
+    assert [len(s) for s in sections] == [6, 2, 4]
+    assert len(set(sum(sections, []))) == 12  # no case in two sections
+    assert all(it.get("label") for it in content["testing"])  # held-out cases carry their reference
+    assert [it["fold"] for it in content["training"]] == [0, 1, 2, 3, 4, 0]
+    on_disk = json.loads((tmp_path / "dataset.json").read_text())
+    assert [it["image"] for it in on_disk["testing"]] == sections[2]
+    with pytest.raises(ValueError, match="12 labelled cases"):
+        resplit(tmp_path, 10, 2, 4)
+
+
+def _claim(**kw) -> Claim:
+    base = dict(bundle="b", claim="a beats b", data={"kind": "histo"}, split=(4, 1, 30),
+                runs={"x": Run(), "y": Run()}, arms={"A": ("x", "{metric}"), "B": ("y", "{metric}")},
+                metrics=("dice",), effect=("A", "B"), seeds=(0, 1, 2))
+    return Claim(**{**base, **kw})
+
+
+def _tables(shift: float, noise: float = 0.02, seeds: int = 3, cases: int = 30):
+    rng = np.random.default_rng(0)
+    base = rng.uniform(0.5, 0.8, size=cases)
+    table = {}
+    for run, offset in (("x", shift), ("y", 0.0)):
+        table[run] = [{f"c{i:02d}": {"dice": float(base[i] + offset + rng.normal(0, noise))} for i in range(cases)}
+                      for _ in range(seeds)]
+    return table
+
+
+def test_claim_rows_carry_the_protocol_and_a_verdict():
+    rows = claim_rows("demo", _claim(), _tables(0.1), "2 epochs")
+    arms = {r["arm"]: r for r in rows}
+    assert set(arms) == {"A", "B", "A - B"}
+    for r in rows:
+        assert r["n_held_out"] == 30 and r["seeds"] == [0, 1, 2] and r["budget"] == "2 epochs"
+        assert r["ci95"][0] <= r["mean"] <= r["ci95"][1]
+    assert arms["A - B"]["mean"] == pytest.approx(0.1, abs=0.02) and arms["A - B"]["verdict"] == "shown"
+    assert claim_rows("demo", _claim(), _tables(0.0), "b")[-1]["verdict"] == "not shown"
+    assert claim_rows("demo", _claim(), _tables(-0.1), "b")[-1]["verdict"] == "reversed"
+    # lower is better (an error): the effect is baseline - arm, so a smaller error is "shown"
+    assert claim_rows("demo", _claim(higher_is_better=False), _tables(-0.1), "b")[-1]["verdict"] == "shown"
+    with pytest.raises(KeyError, match="column 'dice' missing"):
+        claim_rows("demo", _claim(), {"x": _tables(0.1)["x"], "y": [{c: {} for c in _tables(0)["y"][0]}] * 3}, "b")
+
+
+def test_stage_overrides_stack_configs_and_seed():
+    stages = {"train": {"name": "train", "config": ["inference.json", "train.json"], "overrides": {"max_epochs": 2, "lr": 1}}}
+    run = Run(overrides={"*": {"+configs": ["baseline.json"], "lr": 2}, "train": {"max_epochs": 3}})
+    stage = _stage(stages, "train", run, {"train": {"max_epochs": 9}}, seed=7)
+    assert stage["config"] == ["inference.json", "train.json", "baseline.json"]
+    assert stage["overrides"] == {"max_epochs": 9, "lr": 2, "seed": 7}
+    assert stages["train"]["overrides"] == {"max_epochs": 2, "lr": 1}  # the recipe is not modified
+
+
+def test_claims_are_bench_scenarios_and_match_their_bundles():
+    from tools.recipes import load_recipe
+
+    for name, claim in CLAIMS.items():
+        assert f"claim:{name}" in scenario_names()
+        assert scenario_kwargs(f"claim:{name}", device="cuda") == {"name": name, "preset": "gpu"}
+        stages = {s["name"] for s in load_recipe(claim.bundle)["demo"]["stages"]}
+        for run in claim.runs.values():
+            assert set(run.stages or claim.stages) <= stages, name
+            assert run.after is None or run.after in claim.runs
+        assert {run for run, _ in claim.arms.values()} <= set(claim.runs) and set(claim.effect) <= set(claim.arms)
+        assert len(claim.seeds) >= 3 and claim.split[2] >= (100 if claim.data["kind"] != "hcc" else 20)
+        assert claim.data["options"]["realism"] == "full"
+
+
+def test_claims_markdown_lists_measured_and_missing_claims(tmp_path):
+    rows = claim_rows("maskrcnn_vs_clump_splitting", _claim(), _tables(0.1), "28 epochs")
+    results = {"runs": {"cpu | X": {"scenarios": {"claim:maskrcnn_vs_clump_splitting": {
+        "rows": rows, "budget": "28 epochs", "date": "2026-12-03", "command": "python -m tools bench", "seconds": 12}}}}}
+    text = write_claims_markdown(results, tmp_path / "claims.md").read_text()
+    assert text.count("## ") == len(CLAIM_INDEX)
+    section = text.split("## Mask R-CNN vs clump splitting")[1].split("## ")[0]
+    assert "| A - B | dice, paired difference |" in section and "| shown | 30 | 3 |" in section
+    assert "Budget: 28 epochs" in section and "cpu | X" in section
+    assert "Not run yet (`python -m tools bench --out bench --only claim:deeplab_deformable_aspp`)" in text
+    assert "no protocol for this claim exists yet" in text.split("## DINO vs random")[1].split("## ")[0]

@@ -1,0 +1,383 @@
+"""The papers' claims tested through the bundles (issue 17, points 2-3): seeds, held-out cases, intervals.
+
+A claim compares two arms of one bundle on held-out synthetic data built from the real features
+(``realism="full"`` generators). Its protocol, the same for every claim:
+
+1. One dataset per claim, generated once from a fixed data seed, re-split into ``n_train`` training,
+   ``n_val`` validation (checkpoint selection) and ``n_test`` **held-out** cases (``testing``, with
+   labels); the held-out cases are never seen by training or model selection.
+2. For each training seed, every *run* of the claim copies the bundle (:func:`tools.runner.copy_bundle`)
+   and runs its recipe stages (``tools/recipes/<bundle>.yaml``, ``demo`` section: the stated budget)
+   with the claim's overrides and ``seed``; the ``evaluate`` stage scores the held-out split (its
+   ``datalist`` is pointed at ``testing``) and writes ``per_case.csv``. A run may start from another
+   run's trained models (``after``), so stages both arms share are trained once per seed.
+3. An *arm* is a column of a run's ``per_case.csv`` (one evaluation can score two arms: Mask R-CNN and
+   clump splitting, or the prediction before and after the active contour). Per arm and metric the
+   ``[seeds, cases]`` table gives the mean and the two-way bootstrap ci95
+   (:func:`liverseg_monai.metrics.bootstrap.bootstrap_ci`); the claim's effect is the paired difference
+   (same seed, same case) with its ci95 and a verdict (``shown``, ``not shown``, ``reversed``).
+
+``python -m tools bench --out bench --only claim:NAME`` (or ``make bench-quality ONLY=claim:NAME``)
+runs one claim; the rows go to ``bench/results.json`` under the machine's key and
+:func:`write_claims_markdown` rewrites ``docs/claims.md`` from every recorded claim, listing the claims
+that have not been run as such. ``preset="cpu"`` is the 2-core budget (a claim within about 20 minutes);
+``preset="gpu"`` adds :attr:`Claim.gpu` (longer training, larger inputs) and is recorded under the GPU's
+machine key, so its rows sit apart from the CPU rows.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import shutil
+import time
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from liverseg_monai.metrics.bootstrap import bootstrap_ci, paired_difference_ci, verdict
+
+HELD_OUT_DATALIST = "$liverseg_monai.data.load_datalist(@dataset_dir, 'testing', require=('image', 'label'))"
+
+
+@dataclass
+class Run:
+    """One trained variant of the bundle per seed.
+
+    Attributes:
+        overrides: stage name -> overrides added to the recipe stage's own (``"*"``: every stage).
+        after: the run whose bundle copy (trained models included) this run starts from; its
+            ``stages`` are then only the ones that differ (for example stage 2 alone).
+        stages: recipe stage names to run, default the claim's.
+    """
+
+    overrides: Mapping[str, Mapping] = field(default_factory=dict)
+    after: str | None = None
+    stages: Sequence[str] | None = None
+
+
+@dataclass
+class Claim:
+    """A paper's claim as a comparison of two arms of one bundle (see the module docstring)."""
+
+    bundle: str
+    claim: str  # the paper's statement, in a sentence
+    data: Mapping  # ``synthesize`` spec: kind, seed, options, prepare
+    split: tuple[int, int, int]  # n_train, n_val, n_test (held out)
+    runs: Mapping[str, Run]
+    arms: Mapping[str, tuple[str, str]]  # arm -> (run, per_case.csv column template with ``{metric}``)
+    metrics: Sequence[str]
+    effect: tuple[str, str]  # (arm, baseline arm): the claim is "arm - baseline > 0"
+    stages: Sequence[str] = ("train", "evaluate")
+    seeds: Sequence[int] = (0, 1, 2)
+    higher_is_better: bool = True
+    gpu: Mapping[str, Mapping] = field(default_factory=dict)  # stage -> extra overrides of the GPU preset
+    tried: str = ""  # what was tried where the effect is not shown (written to docs/claims.md)
+
+
+#: the claims of issue 17 point 3 that run through this protocol (the PathSegDiff feature claim is the
+#: scenario ``pathsegdiff_features``; the DeepLab ASPP/DINO claims run through ``tools.ablation_deeplab``)
+CLAIMS: dict[str, Claim] = {
+    "maskrcnn_vs_clump_splitting": Claim(
+        bundle="liver_steatosis_maskrcnn",
+        claim="Mask R-CNN separates overlapping fat droplets better than the clump-splitting segmentation its "
+              "labels were bootstrapped from (arXiv:1911.07088)",
+        data={"kind": "steatosis", "seed": 17, "options": {"size": 128, "density": 2.0, "realism": "full"}},
+        split=(40, 8, 100),
+        runs={"maskrcnn": Run(overrides={"evaluate": {"datalist": HELD_OUT_DATALIST}})},
+        arms={"Mask R-CNN": ("maskrcnn", "network_{metric}"),
+              "clump splitting": ("maskrcnn", "clump_splitting_{metric}")},
+        metrics=("AP50", "F1", "jaccard", "touching_AP50", "touching_F1"),
+        effect=("Mask R-CNN", "clump splitting"),
+        gpu={"train": {"max_epochs": 120, "depth": 50, "fpn_channels": 256, "representation_size": 1024,
+                       "mask_head_channels": [256, 256, 256, 256]},
+             "evaluate": {"depth": 50, "fpn_channels": 256, "representation_size": 1024,
+                          "mask_head_channels": [256, 256, 256, 256]}},
+    ),
+    "tumour_active_contour": Claim(
+        bundle="liver_tumor_ct_segresnetvae",
+        claim="morphological active-contour refinement improves the tumour segmentation of the local "
+              "SegResNetVAE (HCC-TACE-Seg paper)",
+        data={"kind": "hcc", "seed": 17, "options": {"size": [64, 64, 32], "extra_series": False, "realism": "full"},
+              "prepare": {"kind": "hcc-tace"}},
+        split=(16, 4, 20),
+        stages=("train_liver", "train_tumor", "evaluate"),
+        runs={"cascade": Run(overrides={"evaluate": {"datalist": HELD_OUT_DATALIST}})},
+        arms={"active contour on": ("cascade", "tumor_{metric}"), "active contour off": ("cascade", "tumor_{metric}_no_ac")},
+        metrics=("dice",),
+        effect=("active contour on", "active contour off"),
+        gpu={"*": {"spacing": [1.5, 1.5, 2.0], "liver#roi_size": [96, 96, 64], "tumor#roi_size": [64, 64, 64],
+                   "init_filters": 16},
+             "train_liver": {"max_epochs": 200}, "train_tumor": {"max_epochs": 200}},
+    ),
+    "tumour_weak_supervision": Claim(
+        bundle="liver_tumor_ct_segresnetvae",
+        claim="weak supervision from the population-level tumour-severity indicator improves the local "
+              "tumour model (HCC-TACE-Seg paper)",
+        data={"kind": "hcc", "seed": 17, "options": {"size": [64, 64, 32], "extra_series": False, "realism": "full"},
+              "prepare": {"kind": "hcc-tace"}},
+        split=(16, 4, 20),
+        stages=("train_liver", "train_tumor", "evaluate"),
+        runs={"on": Run(overrides={"evaluate": {"datalist": HELD_OUT_DATALIST}}),
+              "off": Run(after="on", stages=("train_tumor", "evaluate"),
+                         overrides={"train_tumor": {"weak_supervision#weight": 0.0},
+                                    "evaluate": {"datalist": HELD_OUT_DATALIST}})},
+        arms={"weak supervision on": ("on", "tumor_{metric}"), "weak supervision off": ("off", "tumor_{metric}")},
+        metrics=("dice",),
+        effect=("weak supervision on", "weak supervision off"),
+        gpu={"*": {"spacing": [1.5, 1.5, 2.0], "liver#roi_size": [96, 96, 64], "tumor#roi_size": [64, 64, 64],
+                   "init_filters": 16},
+             "train_liver": {"max_epochs": 200}, "train_tumor": {"max_epochs": 200}},
+    ),
+    "deeplab_deformable_aspp": Claim(
+        bundle="liver_pathology_deeplab_segmentation",
+        claim="deformable convolutions inside ASPP improve DeepLabV3+ on liver H&E tissue classes",
+        data={"kind": "histo", "seed": 17, "options": {"size": 128, "realism": "full"}},
+        split=(48, 12, 100),
+        runs={"deformable": Run(overrides={"evaluate": {"datalist": HELD_OUT_DATALIST}}),
+              "standard": Run(overrides={"*": {"+configs": ["baseline_deeplab_aspp.json"]},
+                                         "evaluate": {"datalist": HELD_OUT_DATALIST}})},
+        arms={"deformable ASPP": ("deformable", "{metric}"), "standard ASPP": ("standard", "{metric}")},
+        metrics=("mean_iou", "mean_dice"),
+        effect=("deformable ASPP", "standard ASPP"),
+        gpu={"*": {"encoder": "resnet50", "aspp_channels": 256, "decoder_channels": 256, "patch_size": [128, 128]},
+             "train": {"max_epochs": 200}},
+    ),
+}
+
+
+# ---------------------------------------------------------------------------------------------- data
+
+
+def resplit(dataset_dir: str | Path, n_train: int, n_val: int, n_test: int) -> dict:
+    """Re-split a generated dataset's labelled cases into training / validation / testing (held out).
+
+    Every item of every section is pooled (one per image; an item without a label takes the label of
+    another section's item of the same image), sorted by image and split in that order; training items
+    keep five folds. Raises ``ValueError`` when there are fewer labelled cases than asked for.
+    """
+    from liverseg_monai.data.datalist import write_datalist
+
+    root = Path(dataset_dir)
+    content = json.loads((root / "dataset.json").read_text())
+    pooled: dict[str, dict] = {}
+    for section in ("training", "validation", "testing"):
+        for item in content.get(section, []):
+            item = {"image": item} if isinstance(item, str) else dict(item)
+            item.pop("fold", None)
+            known = pooled.setdefault(item["image"], {})
+            known.update({k: v for k, v in item.items() if v is not None and k not in known})
+    items = sorted((it for it in pooled.values() if it.get("label")), key=lambda it: it["image"])
+    need = n_train + n_val + n_test
+    if len(items) < need:
+        raise ValueError(f"{root / 'dataset.json'}: {len(items)} labelled cases, the split needs {need}")
+    content["training"] = [{**it, "fold": i % 5} for i, it in enumerate(items[:n_train])]
+    content["validation"] = items[n_train : n_train + n_val]
+    content["testing"] = items[n_train + n_val : need]
+    write_datalist(root, content)
+    return content
+
+
+def make_claim_data(claim: Claim, out: Path) -> Path:
+    """Generate the claim's dataset once (``n = sum(split)`` cases) and re-split it (:func:`resplit`)."""
+    from tools.recipes import synthesize
+
+    done = out / ".complete"
+    if done.is_file():
+        return out
+    shutil.rmtree(out, ignore_errors=True)
+    shutil.rmtree(out.parent / f"{out.name}_raw", ignore_errors=True)
+    synthesize({**claim.data, "n": sum(claim.split)}, out)
+    resplit(out, *claim.split)
+    done.write_text("ok\n")
+    return out
+
+
+# ------------------------------------------------------------------------------------------ running
+
+
+def _stage(recipe_stages: Mapping[str, dict], name: str, run: Run, extra: Mapping[str, Mapping], seed: int) -> dict:
+    stage = dict(recipe_stages[name])
+    overrides = dict(stage.get("overrides") or {})
+    for source in (run.overrides.get("*", {}), run.overrides.get(name, {}), extra.get("*", {}), extra.get(name, {})):
+        overrides.update(source)
+    configs = list(stage["config"]) if isinstance(stage["config"], list | tuple) else [stage["config"]]
+    configs += list(overrides.pop("+configs", []))
+    return {**stage, "config": configs, "overrides": {**overrides, "seed": seed}}
+
+
+def read_per_case(path: Path) -> dict[str, dict[str, float]]:
+    """``per_case.csv`` as ``{case: {column: value}}`` (empty or non-numeric cells become NaN)."""
+    def number(text: str) -> float:
+        try:
+            return float(text)
+        except ValueError:
+            return float("nan")
+
+    with open(path, newline="") as f:
+        return {row["case"]: {k: number(v) for k, v in row.items() if k != "case"} for row in csv.DictReader(f)}
+
+
+def claim_rows(claim_name: str, claim: Claim, tables: Mapping[str, Sequence[Mapping[str, Mapping[str, float]]]],
+               budget: str, n_boot: int = 2000) -> list[dict]:
+    """Rows of ``bench/results.json`` from the per-case tables: ``tables[run][seed_index][case][column]``."""
+    first = next(iter(tables.values()))
+    cases = sorted(first[0])
+    seeds = list(claim.seeds)[: len(first)]
+    rows = []
+    for metric in claim.metrics:
+        scores = {}
+        for arm, (run, template) in claim.arms.items():
+            column = template.format(metric=metric)
+            scores[arm] = np.array([[per_seed[c].get(column, np.nan) for c in cases] for per_seed in tables[run]])
+            if np.all(np.isnan(scores[arm])):
+                raise KeyError(f"claim {claim_name}: column {column!r} missing from run {run!r}'s per_case.csv")
+            with warnings.catch_warnings():  # a case without touching droplets has no touching score (NaN)
+                warnings.simplefilter("ignore", RuntimeWarning)
+                mean, ci = bootstrap_ci(scores[arm], n_boot=n_boot)
+            rows.append({"claim": claim_name, "bundle": claim.bundle, "comparison": claim_name, "arm": arm,
+                         "metric": metric, "mean": round(mean, 4), "value": round(mean, 4),
+                         "ci95": [round(ci[0], 4), round(ci[1], 4)], "n_held_out": len(cases), "seeds": seeds,
+                         "budget": budget})
+        arm, base = claim.effect
+        a, b = (scores[arm], scores[base]) if claim.higher_is_better else (scores[base], scores[arm])
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            diff, ci = paired_difference_ci(a, b, n_boot=n_boot)
+        rows.append({"claim": claim_name, "bundle": claim.bundle, "comparison": claim_name,
+                     "arm": f"{arm} - {base}", "metric": f"{metric}, paired difference", "mean": round(diff, 4),
+                     "value": round(diff, 4), "ci95": [round(ci[0], 4), round(ci[1], 4)], "verdict": verdict(ci),
+                     "n_held_out": len(cases), "seeds": seeds, "budget": budget, "claim_text": claim.claim})
+    return rows
+
+
+def claim_budget(claim: Claim, recipe_stages: Mapping[str, dict], preset: str) -> str:
+    """The training budget in words: the recipe's training overrides, the split and the preset."""
+    from tools.bench.quality import demo_budget
+
+    train = [s for s in claim.stages if s.startswith("train")]
+    text = demo_budget({"stages": [recipe_stages[s] for s in train], "synth": {**claim.data, "n": sum(claim.split)}})
+    if preset == "gpu" and claim.gpu:
+        text += f"; GPU preset overrides {json.dumps(claim.gpu)}"
+    n_train, n_val, n_test = claim.split
+    return f"{text}; split {n_train} train / {n_val} validation / {n_test} held out; preset {preset}"
+
+
+def run_claim(name: str, work: str | Path, preset: str = "cpu", seeds: Sequence[int] | None = None,
+              split: Sequence[int] | None = None, log: Callable[[str], None] = print) -> dict:
+    """Run claim ``name`` (:data:`CLAIMS`) and return ``{"rows": ..., "per_seed": ..., "budget": ...}``.
+
+    ``seeds`` and ``split`` replace the claim's (a quick check of the plumbing; the protocol's numbers
+    are the claim's own).
+    """
+    from tools.recipes import load_recipe
+    from tools.runner import copy_bundle, run_stage
+
+    claim = CLAIMS[name]
+    if seeds is not None or split is not None:
+        claim = Claim(**{**claim.__dict__, "seeds": tuple(seeds or claim.seeds), "split": tuple(split or claim.split)})
+    if preset not in ("cpu", "gpu"):
+        raise ValueError(f"preset must be 'cpu' or 'gpu', got {preset!r}")
+    extra = claim.gpu if preset == "gpu" else {}
+    data_key = hashlib.sha1(json.dumps([claim.data, list(claim.split)], sort_keys=True).encode()).hexdigest()[:10]
+    work = Path(work)
+    start = time.time()
+    data = make_claim_data(claim, work / "data" / data_key)  # claims on the same data share it
+    work = work / name
+    log(f"[claim {name}] data ready ({sum(claim.split)} cases, {time.time() - start:.0f} s)")
+    recipe_stages = {s["name"]: s for s in load_recipe(claim.bundle)["demo"]["stages"]}
+    tables: dict[str, list] = {run: [] for run in claim.runs}
+    per_seed: dict[str, dict] = {}
+    for seed in claim.seeds:
+        t_seed = time.time()
+        for run_name, run in claim.runs.items():
+            run_dir = work / f"seed{seed}" / run_name
+            shutil.rmtree(run_dir, ignore_errors=True)
+            if run.after:
+                # trained weights come along; training-state checkpoints do not (a stage that finds one resumes
+                # from it, so the stage would not train again)
+                shutil.copytree(work / f"seed{seed}" / run.after / "bundle", run_dir / "bundle",
+                                ignore=shutil.ignore_patterns("*checkpoint_epoch=*"))
+                root = run_dir / "bundle"
+            else:
+                root = copy_bundle(claim.bundle, run_dir / "bundle")
+            for stage_name in run.stages or claim.stages:
+                stage = _stage(recipe_stages, stage_name, run, extra, seed)
+                log(f"[claim {name}] seed {seed} {run_name}: {stage_name}")
+                run_stage(stage, root, data, run_dir)
+            eval_dir = run_dir / recipe_stages["evaluate"].get("output_dir", "evaluate")
+            tables[run_name].append(read_per_case(eval_dir / "per_case.csv"))
+        per_seed[str(seed)] = {"seconds": round(time.time() - t_seed, 1)}
+    budget = claim_budget(claim, recipe_stages, preset)
+    rows = claim_rows(name, claim, tables, budget)
+    result = {"rows": rows, "per_seed": per_seed, "budget": budget, "claim": claim.claim, "preset": preset,
+              "seconds": round(time.time() - start, 1)}
+    (work / "claim.json").write_text(json.dumps(result, indent=1))
+    return result
+
+
+def scenario_claim(work: Path, name: str, **kwargs) -> dict:
+    """The bench scenario ``claim:NAME`` (keyword arguments of :func:`run_claim`)."""
+    return run_claim(name, Path(work) / "claims", log=lambda msg: print(msg, flush=True), **kwargs)
+
+
+# ------------------------------------------------------------------------------------------- report
+
+#: every claim of issue 17 point 3 -> where it is measured (scenario names in bench/results.json)
+CLAIM_INDEX = {
+    "deformable vs standard ASPP (DeepLabV3+, H&E)": ["claim:deeplab_deformable_aspp"],
+    "DINO vs random encoder initialisation at 10, 25 and 100 % of the labels": [],
+    "two-stage global-local pipeline vs one multi-class network (tumour paper)": [],
+    "clinical weak supervision on vs off (tumour stage)": ["claim:tumour_weak_supervision"],
+    "active contour on vs off (by lesion size)": ["claim:tumour_active_contour"],
+    "Mask R-CNN vs clump splitting (AP50, F1, Jaccard, steatosis-area error)": ["claim:maskrcnn_vs_clump_splitting"],
+    "PathSegDiff head on LDM features vs random encoder (vs DINO features)": ["pathsegdiff_features"],
+}
+
+
+def write_claims_markdown(results: Mapping, path: str | Path) -> Path:
+    """``docs/claims.md`` from ``bench/results.json``: one section per claim, every run machine's rows.
+
+    A claim nobody has run yet is listed as not run; nothing in the page is typed by hand.
+    """
+    lines = ["# The papers' claims, tested", "",
+             "Generated by `python -m tools bench --only claim:NAME` (module `tools/bench/claims.py`) from "
+             "`bench/results.json`; do not edit. Each effect is the paired difference of two arms (same seed, "
+             "same held-out case) with its two-way bootstrap 95 % interval over seeds and cases; *shown* means "
+             "the interval lies above zero, *reversed* below, *not shown* that it contains zero. Data: the "
+             "`realism=\"full\"` synthetic generators (`liverseg_monai.data.synth`), designed from the real "
+             "features before any claim was run; the held-out cases are never used for training or checkpoint "
+             "selection.", ""]
+    runs = (results or {}).get("runs", {})
+    for title, scenarios in CLAIM_INDEX.items():
+        lines += [f"## {title}", ""]
+        found = False
+        for key, run in runs.items():
+            for scenario in scenarios:
+                res = run.get("scenarios", {}).get(scenario)
+                if not res or "rows" not in res:
+                    continue
+                found = True
+                claim_text = next((r.get("claim_text") for r in res["rows"] if r.get("claim_text")), res.get("claim", ""))
+                lines += [f"Machine `{key}`, {res.get('date', '')}, `{res.get('command', '')}` "
+                          f"({res.get('seconds', res.get('wall_s', '?'))} s)." + (f" Claim: {claim_text}." if claim_text else ""), "",
+                          "| arm | metric | mean | ci95 | verdict | held-out cases | seeds |", "|---|---|---|---|---|---|---|"]
+                for r in res["rows"]:
+                    ci = r.get("ci95") or ["", ""]
+                    lines.append(f"| {r['arm']} | {r['metric']} | {r.get('mean', r.get('value'))} | "
+                                 f"[{ci[0]}, {ci[1]}] | {r.get('verdict', '')} | {r.get('n_held_out', '')} | "
+                                 f"{len(r.get('seeds') or [])} |")
+                lines += ["", f"Budget: {res.get('budget', '')}", ""]
+                tried = CLAIMS[scenario.split(':', 1)[1]].tried if scenario.startswith("claim:") else ""
+                if tried:
+                    lines += [f"Tried: {tried}", ""]
+        if not found:
+            lines += ["Not run yet" + (f" (`python -m tools bench --out bench --only {scenarios[0]}`)." if scenarios
+                                       else ": no protocol for this claim exists yet."), ""]
+    path = Path(path)
+    path.write_text("\n".join(lines).rstrip() + "\n")
+    return path
