@@ -9,7 +9,18 @@ import numpy as np
 import pytest
 
 from tools.bench import scenario_kwargs, scenario_names
-from tools.bench.claims import CLAIM_INDEX, CLAIMS, Claim, Run, _stage, claim_rows, resplit, write_claims_markdown
+from tools.bench.claims import (
+    CLAIM_INDEX,
+    CLAIMS,
+    FLOORS,
+    Claim,
+    Run,
+    _stage,
+    claim_rows,
+    floor_lines,
+    resplit,
+    write_claims_markdown,
+)
 
 
 def test_resplit_holds_out_labelled_cases(tmp_path):
@@ -80,8 +91,8 @@ def test_claims_are_bench_scenarios_and_match_their_bundles():
         for run in claim.runs.values():
             assert set(run.stages or claim.stages) <= stages, name
             assert run.after is None or run.after in claim.runs
-        assert {run for run, _ in claim.arms.values()} <= set(claim.runs) and set(claim.effect) <= set(claim.arms)
-        assert len(claim.seeds) >= 3 and claim.split[2] >= (100 if claim.data["kind"] != "hcc" else 20)
+        assert {run for run, _ in claim.arms.values()} <= set(claim.runs) and set(claim.effect or ()) <= set(claim.arms)
+        assert len(claim.seeds) >= 3 and claim.split[2] >= (20 if claim.data["kind"] in ("hcc", "lits") else 100)
         assert claim.data["options"]["realism"] == "full"
 
 
@@ -90,9 +101,24 @@ def test_claims_markdown_lists_measured_and_missing_claims(tmp_path):
     results = {"runs": {"cpu | X": {"scenarios": {"claim:maskrcnn_vs_clump_splitting": {
         "rows": rows, "budget": "28 epochs", "date": "2026-12-03", "command": "python -m tools bench", "seconds": 12}}}}}
     text = write_claims_markdown(results, tmp_path / "claims.md").read_text()
-    assert text.count("## ") == len(CLAIM_INDEX)
+    assert text.count("## ") == len(CLAIM_INDEX) + 1  # and the quality floors
+    assert "| AP50 on touching droplets, Mask R-CNN minus clump splitting | 0.1 | | " in text  # metric not in rows
     section = text.split("## Mask R-CNN vs clump splitting")[1].split("## ")[0]
     assert "| A - B | dice, paired difference |" in section and "| shown | 30 | 3 |" in section
     assert "Budget: 28 epochs" in section and "cpu | X" in section
     assert "Not run yet (`python -m tools bench --out bench --only claim:deeplab_deformable_aspp`)" in text
     assert "no protocol for this claim exists yet" in text.split("## DINO vs random")[1].split("## ")[0]
+
+
+def test_floors_point_at_rows_the_claims_write():
+    for _, scenario, arm, metric, _ in FLOORS:
+        claim = CLAIMS[scenario.split(":", 1)[1]]
+        base = metric.split(", paired difference")[0]
+        assert base in claim.metrics
+        assert arm in claim.arms or arm == " - ".join(claim.effect or ())
+    rows = claim_rows("liver_ct_quality", _claim(arms={"liver bundle": ("x", "{metric}")}, effect=None), _tables(0.1), "b")
+    assert [r["arm"] for r in rows] == ["liver bundle"]  # no comparison: no difference row
+    lines = floor_lines({"claim:liver_ct_quality": {"rows": rows}})
+    liver = next(line for line in lines if line.startswith("| liver Dice"))
+    assert "| 30 | 3 | missed by 0.1" in liver  # mean about 0.75 against 0.95
+    assert "not measured (`--only claim:deeplab_deformable_aspp`)" in "\n".join(lines)

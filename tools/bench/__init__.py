@@ -164,7 +164,7 @@ def run_bench(out: str | os.PathLike = "bench", only: list[str] | str | None = N
         kwargs = scenario_kwargs(name, preset, device)
         print(f"bench: {name} {json.dumps(kwargs)} ...", flush=True)
         result = run_scenario_process(name, work.resolve(), kwargs, timeout=3 * 3600)
-        result["preset"] = preset
+        result.setdefault("preset", preset)  # a claim records its own (cpu or gpu)
         result["command"] = command
         results[name] = result
         print(json.dumps({k: v for k, v in result.items() if not isinstance(v, list | dict)}, default=str), flush=True)

@@ -71,7 +71,7 @@ class Claim:
     runs: Mapping[str, Run]
     arms: Mapping[str, tuple[str, str]]  # arm -> (run, per_case.csv column template with ``{metric}``)
     metrics: Sequence[str]
-    effect: tuple[str, str]  # (arm, baseline arm): the claim is "arm - baseline > 0"
+    effect: tuple[str, str] | None  # (arm, baseline arm): the claim is "arm - baseline > 0"; None: arms only
     stages: Sequence[str] = ("train", "evaluate")
     seeds: Sequence[int] = (0, 1, 2)
     higher_is_better: bool = True
@@ -97,6 +97,17 @@ CLAIMS: dict[str, Claim] = {
                        "mask_head_channels": [256, 256, 256, 256]},
              "evaluate": {"depth": 50, "fpn_channels": 256, "representation_size": 1024,
                           "mask_head_channels": [256, 256, 256, 256]}},
+    ),
+    "liver_ct_quality": Claim(
+        bundle="liver_ct_unet_segmentation",
+        claim="the 2D U-Net segments the liver of unseen portal-venous CT volumes (quality floor, no comparison)",
+        data={"kind": "lits", "seed": 17, "options": {"size": [96, 96, 40], "realism": "full"}},
+        split=(12, 4, 20),
+        runs={"unet": Run(overrides={"evaluate": {"datalist": HELD_OUT_DATALIST}})},
+        arms={"liver bundle": ("unet", "liver_{metric}")},
+        metrics=("dice",),
+        effect=None,
+        gpu={"*": {"spatial_size": [256, 256]}, "train": {"max_epochs": 200}},
     ),
     "tumour_active_contour": Claim(
         bundle="liver_tumor_ct_segresnetvae",
@@ -243,6 +254,8 @@ def claim_rows(claim_name: str, claim: Claim, tables: Mapping[str, Sequence[Mapp
                          "metric": metric, "mean": round(mean, 4), "value": round(mean, 4),
                          "ci95": [round(ci[0], 4), round(ci[1], 4)], "n_held_out": len(cases), "seeds": seeds,
                          "budget": budget})
+        if claim.effect is None:
+            continue
         arm, base = claim.effect
         a, b = (scores[arm], scores[base]) if claim.higher_is_better else (scores[base], scores[arm])
         with warnings.catch_warnings():
@@ -334,9 +347,37 @@ CLAIM_INDEX = {
     "two-stage global-local pipeline vs one multi-class network (tumour paper)": [],
     "clinical weak supervision on vs off (tumour stage)": ["claim:tumour_weak_supervision"],
     "active contour on vs off (by lesion size)": ["claim:tumour_active_contour"],
+    "liver CT quality (no comparison: the floor of point 5)": ["claim:liver_ct_quality"],
     "Mask R-CNN vs clump splitting (AP50, F1, Jaccard, steatosis-area error)": ["claim:maskrcnn_vs_clump_splitting"],
     "PathSegDiff head on LDM features vs random encoder (vs DINO features)": ["pathsegdiff_features"],
 }
+
+
+#: issue 17 point 5: (floor, scenario, arm, metric, minimum); the mean must reach the minimum
+FLOORS = [
+    ("liver Dice, liver bundle", "claim:liver_ct_quality", "liver bundle", "dice", 0.95),
+    ("tumour Dice, tumour bundle (defaults: active contour on)", "claim:tumour_active_contour", "active contour on",
+     "dice", 0.70),
+    ("mIoU, DeepLab bundle (deformable ASPP)", "claim:deeplab_deformable_aspp", "deformable ASPP", "mean_iou", 0.80),
+    ("AP50 on touching droplets, Mask R-CNN minus clump splitting", "claim:maskrcnn_vs_clump_splitting",
+     "Mask R-CNN - clump splitting", "touching_AP50, paired difference", 0.10),
+]
+
+
+def floor_lines(scenarios: Mapping[str, dict]) -> list[str]:
+    """The quality floors of one machine's run as a Markdown table (measured ones with their ci95)."""
+    lines = ["| floor | minimum | mean | ci95 | held-out cases | seeds | result |", "|---|---|---|---|---|---|---|"]
+    for title, scenario, arm, metric, minimum in FLOORS:
+        rows = (scenarios.get(scenario) or {}).get("rows") or []
+        row = next((r for r in rows if r["arm"] == arm and r["metric"] == metric), None)
+        if row is None:
+            lines.append(f"| {title} | {minimum} | | | | | not measured (`--only {scenario}`) |")
+            continue
+        gap = row["mean"] - minimum
+        result = "met" if gap >= 0 else f"missed by {-gap:.3f}"
+        lines.append(f"| {title} | {minimum} | {row['mean']:.3f} | [{row['ci95'][0]:.3f}, {row['ci95'][1]:.3f}] | "
+                     f"{row['n_held_out']} | {len(row['seeds'])} | {result} |")
+    return lines + [""]
 
 
 def write_claims_markdown(results: Mapping, path: str | Path) -> Path:
@@ -378,6 +419,11 @@ def write_claims_markdown(results: Mapping, path: str | Path) -> Path:
         if not found:
             lines += ["Not run yet" + (f" (`python -m tools bench --out bench --only {scenarios[0]}`)." if scenarios
                                        else ": no protocol for this claim exists yet."), ""]
+    lines += ["## Quality floors (issue 17 point 5)", ""]
+    for key, run in runs.items():
+        scenarios = run.get("scenarios", {})
+        if any(f[1] in scenarios for f in FLOORS):
+            lines += [f"Machine `{key}`:", ""] + floor_lines(scenarios)
     path = Path(path)
     path.write_text("\n".join(lines).rstrip() + "\n")
     return path

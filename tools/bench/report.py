@@ -211,6 +211,10 @@ def render_markdown(data: dict) -> str:
             lines += _networks(scen["networks"])
         if "quality" in scen:
             lines += _quality(scen["quality"])
+        if any(name.startswith("claim:") for name in scen):
+            from tools.bench.claims import floor_lines
+
+            lines += ["### Quality floors (claims protocol; details in [claims.md](claims.md))", ""] + floor_lines(scen)
         if "pathsegdiff_features" in scen:
             lines += _ablation(scen["pathsegdiff_features"], "PathSegDiff: head on diffusion features vs on a random "
                                "extractor (`make bench-quality`)")
