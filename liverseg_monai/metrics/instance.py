@@ -234,6 +234,16 @@ def _np(x) -> np.ndarray:
     return np.asarray(x)
 
 
+def steatosis_area_pct(ids: np.ndarray) -> float:
+    """Droplet area as a percentage of the image (``ids > 0``): the steatosis-area figure of a tile.
+
+    The denominator is the whole tile, the same for a prediction and its reference, so the absolute
+    difference of two of these is the error of the steatosis percentage in percentage points.
+    """
+    ids = np.asarray(ids)
+    return float(100.0 * np.count_nonzero(ids > 0) / max(ids.size, 1))
+
+
 def _ids_and_scores(pred) -> tuple[np.ndarray, dict[int, float]]:
     """Instance ids and per-id scores from a ``[2, H, W]`` (ids, scores) or ``[1, H, W]`` prediction."""
     p = _np(pred)
@@ -333,7 +343,8 @@ class InstanceMetricsSaver:
             touching = touching_ids(ref)
             meta = getattr(item.get(self.image_key), "meta", {}) or {}
             row: dict = {"case": os.path.basename(str(meta.get("filename_or_obj", len(self.rows)))).split(".")[0],
-                         "n_droplets": int(len(np.unique(ref[ref > 0]))), "n_touching": int(len(touching))}
+                         "n_droplets": int(len(np.unique(ref[ref > 0]))), "n_touching": int(len(touching)),
+                         "ref_area_pct": round(steatosis_area_pct(ref), 4)}
             sources = {"network": item[self.pred_key]}
             if self.baseline_key and self.baseline_key in item:
                 sources["clump_splitting"] = item[self.baseline_key]
@@ -345,10 +356,18 @@ class InstanceMetricsSaver:
                     one = summarize([s])
                     for k in ("AP50", "precision", "recall", "F1", "jaccard"):
                         row[f"{name}{suffix}_{k}"] = round(float(one[k]), 5)
+                area = steatosis_area_pct(ids)
+                row[f"{name}_area_pct"] = round(area, 4)
+                row[f"{name}_area_pct_error"] = round(abs(area - row["ref_area_pct"]), 4)
             self.rows.append(row)
 
     def summary(self) -> dict:
-        return {"n_cases": len(self.rows), **{name: summarize(s) for name, s in self.stats.items()}}
+        out = {"n_cases": len(self.rows), **{name: summarize(s) for name, s in self.stats.items()}}
+        for name in ("network", "clump_splitting"):
+            errors = [r[f"{name}_area_pct_error"] for r in self.rows if f"{name}_area_pct_error" in r]
+            if errors and name in out:  # mean absolute error of the steatosis-area percentage, per tile
+                out[name]["area_pct_mae"] = float(np.mean(errors))
+        return out
 
     def write(self, engine=None) -> None:
         import json

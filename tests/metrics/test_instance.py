@@ -82,3 +82,43 @@ def test_scores_from_map_and_ignite_metric():
     metric.reset()
     metric.update(([np.stack([ids, score])], [ids[None]]))
     assert metric.compute() == pytest.approx(1.0)
+
+
+def test_saver_writes_the_steatosis_area_error(tmp_path):
+    import csv
+    import json
+
+    import torch
+    from monai.data import MetaTensor
+
+    from liverseg_monai.metrics.instance import InstanceMetricsSaver, steatosis_area_pct
+
+    ref = np.zeros((1, 20, 20))
+    ref[0, 2:6, 2:6] = 1  # 16 px
+    ref[0, 10:14, 10:14] = 2  # 16 px: 8 % of 400
+    pred = np.zeros((2, 20, 20))
+    pred[0, 2:6, 2:6] = 1  # finds one droplet: 4 %
+    pred[1] = pred[0] * 0.9
+    base = np.zeros((1, 20, 20))
+    base[0, 2:12, 2:12] = 1  # 100 px: 25 %
+    image = MetaTensor(torch.zeros(3, 20, 20), meta={"filename_or_obj": "/x/tile_7.png"})
+    assert steatosis_area_pct(ref[0]) == pytest.approx(8.0)
+
+    class State:
+        output = [{"image": image, "label": ref, "pred": pred, "baseline": base}]
+
+    class Engine:
+        state = State()
+
+    saver = InstanceMetricsSaver(tmp_path)
+    saver.reset()
+    saver.measure(Engine())
+    saver.write()
+    row = next(csv.DictReader(open(tmp_path / "per_case.csv")))
+    assert row["case"] == "tile_7" and float(row["ref_area_pct"]) == pytest.approx(8.0)
+    assert float(row["network_area_pct"]) == pytest.approx(4.0)
+    assert float(row["network_area_pct_error"]) == pytest.approx(4.0)
+    assert float(row["clump_splitting_area_pct_error"]) == pytest.approx(17.0)
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["network"]["area_pct_mae"] == pytest.approx(4.0)
+    assert summary["clump_splitting"]["area_pct_mae"] == pytest.approx(17.0)

@@ -67,7 +67,8 @@ def test_claim_rows_carry_the_protocol_and_a_verdict():
     assert claim_rows("demo", _claim(), _tables(0.0), "b")[-1]["verdict"] == "not shown"
     assert claim_rows("demo", _claim(), _tables(-0.1), "b")[-1]["verdict"] == "reversed"
     # lower is better (an error): the effect is baseline - arm, so a smaller error is "shown"
-    assert claim_rows("demo", _claim(higher_is_better=False), _tables(-0.1), "b")[-1]["verdict"] == "shown"
+    error = claim_rows("demo", _claim(lower_is_better=("dice",)), _tables(-0.1), "b")[-1]
+    assert error["arm"] == "B - A" and error["verdict"] == "shown" and error["mean"] == pytest.approx(0.1, abs=0.02)
     with pytest.raises(KeyError, match="column 'dice' missing"):
         claim_rows("demo", _claim(), {"x": _tables(0.1)["x"], "y": [{c: {} for c in _tables(0)["y"][0]}] * 3}, "b")
 

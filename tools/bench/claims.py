@@ -74,7 +74,7 @@ class Claim:
     effect: tuple[str, str] | None  # (arm, baseline arm): the claim is "arm - baseline > 0"; None: arms only
     stages: Sequence[str] = ("train", "evaluate")
     seeds: Sequence[int] = (0, 1, 2)
-    higher_is_better: bool = True
+    lower_is_better: Sequence[str] = ()  # metrics that are errors: their effect is baseline - arm
     gpu: Mapping[str, Mapping] = field(default_factory=dict)  # stage -> extra overrides of the GPU preset
     tried: str = ""  # what was tried where the effect is not shown (written to docs/claims.md)
 
@@ -91,8 +91,9 @@ CLAIMS: dict[str, Claim] = {
         runs={"maskrcnn": Run(overrides={"evaluate": {"datalist": HELD_OUT_DATALIST}})},
         arms={"Mask R-CNN": ("maskrcnn", "network_{metric}"),
               "clump splitting": ("maskrcnn", "clump_splitting_{metric}")},
-        metrics=("AP50", "F1", "jaccard", "touching_AP50", "touching_F1"),
+        metrics=("AP50", "F1", "jaccard", "touching_AP50", "touching_F1", "area_pct_error"),
         effect=("Mask R-CNN", "clump splitting"),
+        lower_is_better=("area_pct_error",),
         gpu={"train": {"max_epochs": 120, "depth": 50, "fpn_channels": 256, "representation_size": 1024,
                        "mask_head_channels": [256, 256, 256, 256]},
              "evaluate": {"depth": 50, "fpn_channels": 256, "representation_size": 1024,
@@ -257,12 +258,14 @@ def claim_rows(claim_name: str, claim: Claim, tables: Mapping[str, Sequence[Mapp
         if claim.effect is None:
             continue
         arm, base = claim.effect
-        a, b = (scores[arm], scores[base]) if claim.higher_is_better else (scores[base], scores[arm])
+        lower = metric in claim.lower_is_better
+        a, b = (scores[base], scores[arm]) if lower else (scores[arm], scores[base])
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
             diff, ci = paired_difference_ci(a, b, n_boot=n_boot)
         rows.append({"claim": claim_name, "bundle": claim.bundle, "comparison": claim_name,
-                     "arm": f"{arm} - {base}", "metric": f"{metric}, paired difference", "mean": round(diff, 4),
+                     "arm": f"{base} - {arm}" if lower else f"{arm} - {base}",
+                     "metric": f"{metric}, paired difference" + (" (lower is better)" if lower else ""), "mean": round(diff, 4),
                      "value": round(diff, 4), "ci95": [round(ci[0], 4), round(ci[1], 4)], "verdict": verdict(ci),
                      "n_held_out": len(cases), "seeds": seeds, "budget": budget, "claim_text": claim.claim})
     return rows
