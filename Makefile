@@ -41,7 +41,8 @@ bench: bench-deps
 	OMP_NUM_THREADS=$(BENCH_THREADS) MKL_NUM_THREADS=$(BENCH_THREADS) $(PY) -m tools bench --out bench
 
 # quality on held-out synthetic data: trains every bundle (demo budgets) and runs the ablations; ONLY=claim:NAME
-# (comma-separated) runs the papers' claims one at a time with seeds and intervals (tools/bench/claims.py)
+# (comma-separated) runs the papers' claims one at a time with seeds and intervals, ONLY=claims all of them
+# (tools/bench/claims.py; docs/claims.md)
 ONLY ?= quality
 bench-quality: bench-deps
 	OMP_NUM_THREADS=$(BENCH_THREADS) MKL_NUM_THREADS=$(BENCH_THREADS) $(PY) -m tools bench --out bench --only $(ONLY)

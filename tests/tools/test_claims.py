@@ -123,3 +123,47 @@ def test_floors_point_at_rows_the_claims_write():
     liver = next(line for line in lines if line.startswith("| liver Dice"))
     assert "| 30 | 3 | missed by 0.1" in liver  # mean about 0.75 against 0.95
     assert "not measured (`--only claim:deeplab_deformable_aspp`)" in "\n".join(lines)
+
+
+def test_runs_shared_by_claims_train_once_per_bench_command(tmp_path, monkeypatch):
+    """The tumour claims share their first run: within one command it trains once; ``after`` runs start
+    from its weights without its training-state checkpoints; a new command trains again."""
+    import tools.bench.claims as claims
+    import tools.runner as runner
+
+    calls = []
+
+    def fake_copy(bundle, dest):
+        (dest / "models").mkdir(parents=True)
+        return dest
+
+    def fake_stage(stage, root, data, run_dir, **kw):
+        calls.append((run_dir.parent.name, run_dir.name, stage["name"], stage["overrides"].get("weak_supervision#weight")))
+        models = root / "models"
+        if stage["name"].startswith("train"):
+            # as the bundle does, a stage resumes from its own checkpoint if it finds one: it must not
+            assert not list(models.glob(f"{stage['name']}_checkpoint_epoch=*")), "the stage would resume, not train"
+            (models / f"{stage['name']}_checkpoint_epoch=2.pt").write_text("state")
+            (models / f"model_{stage['name']}.pt").write_text(str(stage["overrides"]))
+        if stage["name"] == "evaluate":
+            (run_dir / "eval").mkdir(parents=True, exist_ok=True)
+            weak = "weight" in (models / "model_train_tumor.pt").read_text()
+            rows = ["case,tumor_dice,tumor_dice_no_ac"] + [f"c{i},{0.5 + 0.01 * i - 0.1 * weak},0.4" for i in range(4)]
+            (run_dir / "eval" / "per_case.csv").write_text("\n".join(rows) + "\n")
+
+    monkeypatch.setattr(runner, "copy_bundle", fake_copy)
+    monkeypatch.setattr(runner, "run_stage", fake_stage)
+    monkeypatch.setattr(claims, "make_claim_data", lambda claim, out: out)
+    monkeypatch.setenv(claims.SESSION_ENV, "command-1")
+    ac = claims.run_claim("tumour_active_contour", tmp_path, seeds=[0, 1], log=lambda m: None)
+    ws = claims.run_claim("tumour_weak_supervision", tmp_path, seeds=[0, 1], log=lambda m: None)
+    stages = [c[2] for c in calls]
+    # two seeds of the shared pipeline (3 stages) + two seeds of the weak-supervision-off run (2 stages)
+    assert stages.count("train_liver") == 2 and stages.count("train_tumor") == 4 and stages.count("evaluate") == 4
+    assert [c[3] for c in calls if c[2] == "train_tumor"].count(0.0) == 2
+    assert ac["rows"][-1]["verdict"] == "shown"  # 0.5.. vs 0.4 on every case
+    on_off = {r["arm"]: r["mean"] for r in ws["rows"]}
+    assert on_off["weak supervision on - weak supervision off"] == pytest.approx(0.1, abs=1e-6)
+    monkeypatch.setenv(claims.SESSION_ENV, "command-2")
+    claims.run_claim("tumour_active_contour", tmp_path, seeds=[0], log=lambda m: None)
+    assert [c[2] for c in calls[len(stages):]] == ["train_liver", "train_tumor", "evaluate"]  # trained again

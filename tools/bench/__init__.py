@@ -152,11 +152,16 @@ def run_bench(out: str | os.PathLike = "bench", only: list[str] | str | None = N
     if isinstance(only, str):
         only = [s for s in only.split(",") if s]
     names = list(only) if only else GROUPS["speed"] + (GROUPS["quality"] if quality else [])
+    if "claims" in names:  # every claim, in the order of tools.bench.claims.CLAIMS
+        names = [n for n in names if n != "claims"] + [n for n in scenario_names() if n.startswith("claim:")]
     unknown = [n for n in names if n not in scenario_names()]
     if unknown:
         raise InputError("bench", f"unknown scenario(s) {unknown}; choose from {scenario_names()}")
     if preset not in PRESETS:
         raise InputError("bench", f"unknown preset {preset!r}; choose from {sorted(PRESETS)}")
+    from tools.bench.claims import SESSION_ENV
+
+    os.environ.setdefault(SESSION_ENV, f"{os.getpid()}-{time.time_ns()}")  # claims of this command share runs
     machine = machine_info(device)
     command = command or f"python -m tools bench --out {out} --device {device} --preset {preset}"
     results = {}

@@ -30,6 +30,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import os
 import shutil
 import time
 import warnings
@@ -222,6 +223,20 @@ def _stage(recipe_stages: Mapping[str, dict], name: str, run: Run, extra: Mappin
     return {**stage, "config": configs, "overrides": {**overrides, "seed": seed}}
 
 
+#: ``run_bench`` sets this once per bench command: runs with the same key trained earlier in the same
+#: command (two claims sharing a run, such as the tumour pipeline with weak supervision and its active
+#: contour) are reused; a later command always trains again, so code changes are never hidden by a cache
+SESSION_ENV = "LIVERSEG_BENCH_SESSION"
+
+
+def run_key(claim: Claim, run_name: str, data_key: str, extra: Mapping) -> str:
+    """What makes a run's trained models and evaluation: bundle, data, stages, overrides, the run it starts from."""
+    run = claim.runs[run_name]
+    parent = run_key(claim, run.after, data_key, extra) if run.after else None
+    spec = [claim.bundle, data_key, list(run.stages or claim.stages), run.overrides, dict(extra), parent]
+    return hashlib.sha1(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
 def read_per_case(path: Path) -> dict[str, dict[str, float]]:
     """``per_case.csv`` as ``{case: {column: value}}`` (empty or non-numeric cells become NaN)."""
     def number(text: str) -> float:
@@ -303,28 +318,37 @@ def run_claim(name: str, work: str | Path, preset: str = "cpu", seeds: Sequence[
     work = Path(work)
     start = time.time()
     data = make_claim_data(claim, work / "data" / data_key)  # claims on the same data share it
+    work.mkdir(parents=True, exist_ok=True)
     work = work / name
     log(f"[claim {name}] data ready ({sum(claim.split)} cases, {time.time() - start:.0f} s)")
     recipe_stages = {s["name"]: s for s in load_recipe(claim.bundle)["demo"]["stages"]}
     tables: dict[str, list] = {run: [] for run in claim.runs}
     per_seed: dict[str, dict] = {}
+    session = os.environ.get(SESSION_ENV, "")
+    run_dirs = {run_name: work.parent / "runs" / f"{claim.bundle}-{run_key(claim, run_name, data_key, extra)}"
+                for run_name in claim.runs}
     for seed in claim.seeds:
         t_seed = time.time()
         for run_name, run in claim.runs.items():
-            run_dir = work / f"seed{seed}" / run_name
-            shutil.rmtree(run_dir, ignore_errors=True)
-            if run.after:
-                # trained weights come along; training-state checkpoints do not (a stage that finds one resumes
-                # from it, so the stage would not train again)
-                shutil.copytree(work / f"seed{seed}" / run.after / "bundle", run_dir / "bundle",
-                                ignore=shutil.ignore_patterns("*checkpoint_epoch=*"))
-                root = run_dir / "bundle"
+            run_dir = run_dirs[run_name] / f"seed{seed}"
+            done = run_dir / ".complete"
+            if session and done.is_file() and done.read_text() == session:
+                log(f"[claim {name}] seed {seed} {run_name}: trained earlier in this bench run, reused")
             else:
-                root = copy_bundle(claim.bundle, run_dir / "bundle")
-            for stage_name in run.stages or claim.stages:
-                stage = _stage(recipe_stages, stage_name, run, extra, seed)
-                log(f"[claim {name}] seed {seed} {run_name}: {stage_name}")
-                run_stage(stage, root, data, run_dir)
+                shutil.rmtree(run_dir, ignore_errors=True)
+                if run.after:
+                    # trained weights come along; training-state checkpoints do not (a stage that finds one
+                    # resumes from it, so the stage would not train again)
+                    shutil.copytree(run_dirs[run.after] / f"seed{seed}" / "bundle", run_dir / "bundle",
+                                    ignore=shutil.ignore_patterns("*checkpoint_epoch=*"))
+                    root = run_dir / "bundle"
+                else:
+                    root = copy_bundle(claim.bundle, run_dir / "bundle")
+                for stage_name in run.stages or claim.stages:
+                    stage = _stage(recipe_stages, stage_name, run, extra, seed)
+                    log(f"[claim {name}] seed {seed} {run_name}: {stage_name}")
+                    run_stage(stage, root, data, run_dir)
+                done.write_text(session)
             eval_dir = run_dir / recipe_stages["evaluate"].get("output_dir", "evaluate")
             tables[run_name].append(read_per_case(eval_dir / "per_case.csv"))
         per_seed[str(seed)] = {"seconds": round(time.time() - t_seed, 1)}
@@ -332,6 +356,7 @@ def run_claim(name: str, work: str | Path, preset: str = "cpu", seeds: Sequence[
     rows = claim_rows(name, claim, tables, budget)
     result = {"rows": rows, "per_seed": per_seed, "budget": budget, "claim": claim.claim, "preset": preset,
               "seconds": round(time.time() - start, 1)}
+    work.mkdir(parents=True, exist_ok=True)
     (work / "claim.json").write_text(json.dumps(result, indent=1))
     return result
 
