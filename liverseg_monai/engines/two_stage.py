@@ -25,7 +25,12 @@ from torch import nn
 
 from liverseg_monai.errors import InputError
 from liverseg_monai.io.atomic import atomic_path
-from liverseg_monai.networks.two_stage import TwoStageSegmenter, resize, window  # noqa: F401 (resize, window: bench)
+from liverseg_monai.networks.two_stage import (  # noqa: F401 (resize, window: bench)
+    OneStageSegmenter,
+    TwoStageSegmenter,
+    resize,
+    window,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +63,18 @@ def _load_part(module: nn.Module, path: str | os.PathLike) -> None:
         module.load_state_dict(state)
     except RuntimeError as err:
         raise InputError(path, f"does not fit the network of this configuration: {str(err).splitlines()[0]}") from err
+
+
+def load_stage_weights(module: nn.Module, path: str | os.PathLike) -> str:
+    """Load one stage's checkpoint (a plain state dict or ``{"model": ...}``) into ``module``; returns ``path``.
+
+    Raises:
+        InputError: the file is missing or does not fit the network.
+    """
+    if not os.path.isfile(path):
+        raise InputError(path, "no trained weights: train this configuration first")
+    _load_part(module, path)
+    return str(path)
 
 
 def save_two_stage_model(network: TwoStageSegmenter, liver_ckpt: str | os.PathLike, tumor_ckpt: str | os.PathLike,
@@ -118,6 +135,8 @@ def load_two_stage_weights(network: TwoStageSegmenter, path: str | os.PathLike, 
     loaded into the stages instead. Without either, inference would predict with random weights, so
     this raises :class:`~liverseg_monai.errors.InputError` naming the missing files.
     """
+    if isinstance(network, OneStageSegmenter):  # configs/baseline_one_network.json: one network, all classes
+        return load_stage_weights(network.stage.net, liver_ckpt)
     if os.path.isfile(path):
         _load_part(network, path)
         return str(path)

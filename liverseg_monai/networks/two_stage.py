@@ -74,6 +74,29 @@ class CascadeStage(nn.Module):
         return torch.max(prob, dim=1)[1]  # argmax, first index on ties
 
 
+class OneStageSegmenter(nn.Module):
+    """One network for liver and tumour at once: the baseline the tumour paper's cascade is argued against.
+
+    Args:
+        stage: :class:`CascadeStage` whose classes are 0 background, 1 liver, 2 tumour (the liver
+            stage's network trained with three classes, ``configs/baseline_one_network.json``).
+
+    Shapes:
+        as :class:`TwoStageSegmenter`: ``(B, 1, X, Y, Z)`` HU -> label map ``(B, 1, X, Y, Z)`` (float32),
+        the class index is the label.
+    """
+
+    def __init__(self, stage: CascadeStage):
+        super().__init__()
+        self.stage = stage
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        out = torch.zeros_like(image[:, :1], dtype=torch.float32)  # keeps a MetaTensor's metadata for Invertd
+        plain = image.as_subclass(torch.Tensor) if isinstance(image, torch.Tensor) else image
+        out[:, 0] = self.stage(plain.float()).to(torch.float32)
+        return out
+
+
 class TwoStageSegmenter(nn.Module):
     """Liver (stage 1, global view) then tumour (stage 2, local view inside the liver's box).
 

@@ -205,3 +205,49 @@ def test_model_saver_composes_once_both_stage_checkpoints_exist(tmp_path, caplog
     composed = torch.load(out, weights_only=True)
     assert torch.equal(composed["liver_stage.net.w"], torch.tensor([1.0, 2.0, 3.0]))
     assert torch.equal(composed["tumor_stage.net.w"], torch.zeros(3))
+
+
+class ThreeBands(nn.Module):
+    """Three-class logits on the [-200, 300] HU window: 2 below 0.46 (< 30 HU), 1 up to 0.6 (100 HU), 0 above."""
+
+    def forward(self, x):
+        return torch.cat([(x - 0.6) * 100, torch.minimum(x - 0.46, 0.6 - x) * 100, (0.46 - x) * 100], dim=1)
+
+
+def test_one_stage_baseline_labels_liver_and_tumour_from_one_network(tmp_path):
+    """``baseline_one_network.json``: one network's classes are the labels; its weights are the liver stage's."""
+    from liverseg_monai.engines.two_stage import load_two_stage_weights
+    from liverseg_monai.errors import InputError
+    from liverseg_monai.networks.two_stage import OneStageSegmenter
+
+    hu, liver, tumor = scene()
+    net = OneStageSegmenter(CascadeStage(ThreeBands(), (-200, 300), (32, 32, 24)))
+    image = MetaTensor(torch.from_numpy(hu)[None, None], meta={"filename_or_obj": "case.nii.gz"})
+    out = net(image)
+    assert out.shape == (1, 1, *hu.shape) and isinstance(out, MetaTensor) and out.meta["filename_or_obj"] == "case.nii.gz"
+    labels = out[0, 0].numpy()
+    assert dice(labels == 2, tumor | (hu == 0)) > 0.8  # every dark blob is tumour: no liver box restricts it
+    assert dice(labels >= 1, liver | (hu == 0)) > 0.8
+    # weights: the liver stage's checkpoint alone (no composed model.pt, no tumour stage)
+    conv = OneStageSegmenter(CascadeStage(nn.Conv3d(1, 3, 1), (-200, 300), (8, 8, 8)))
+    torch.save(conv.stage.net.state_dict(), tmp_path / "model_liver.pt")
+    other = OneStageSegmenter(CascadeStage(nn.Conv3d(1, 3, 1), (-200, 300), (8, 8, 8)))
+    used = load_two_stage_weights(other, tmp_path / "model.pt", tmp_path / "model_liver.pt", tmp_path / "model_tumor.pt")
+    assert used == str(tmp_path / "model_liver.pt")
+    assert torch.equal(other.stage.net.weight, conv.stage.net.weight)
+    with pytest.raises(InputError, match="no trained weights"):
+        load_two_stage_weights(other, tmp_path / "model.pt", tmp_path / "missing.pt", tmp_path / "model_tumor.pt")
+
+
+def test_one_network_baseline_config_has_three_classes():
+    from tools.runner import config_parser
+
+    root = "bundles/liver_tumor_ct_segresnetvae"
+    train = config_parser(root, ["inference.json", "train.json", "baseline_one_network.json"])
+    assert train["num_classes"] == 3 and train["liver_label_map"]["target_labels"] == [1, 2, 0, 0]
+    assert train["liver"]["network_def"]["out_channels"] == 3 and train["stage_network"] == "@liver#network_def"
+    evaluate = config_parser(root, ["inference.json", "evaluate.json", "baseline_one_network.json"],
+                             {"init_filters": 8, "liver#roi_size": [16, 16, 16]})
+    segmenter = evaluate.get_parsed_content("network_def")
+    assert type(segmenter).__name__ == "OneStageSegmenter"
+    assert segmenter.stage.net(torch.zeros(1, 1, 16, 16, 16)).shape[1] == 3
