@@ -167,3 +167,11 @@ def test_runs_shared_by_claims_train_once_per_bench_command(tmp_path, monkeypatc
     monkeypatch.setenv(claims.SESSION_ENV, "command-2")
     claims.run_claim("tumour_active_contour", tmp_path, seeds=[0], log=lambda m: None)
     assert [c[2] for c in calls[len(stages):]] == ["train_liver", "train_tumor", "evaluate"]  # trained again
+
+
+def test_diagnostics_average_the_arm_columns():
+    from tools.bench.claims import claim_diagnostics
+
+    claim = _claim(arms={"A": ("x", "t_{metric}"), "B": ("x", "t_{metric}_no_ac")}, diagnostics=("vol", "missing"))
+    tables = {"x": [{"c1": {"t_vol": 1.0, "t_vol_no_ac": 3.0}, "c2": {"t_vol": 2.0, "t_vol_no_ac": float("nan")}}] * 2}
+    assert claim_diagnostics(claim, tables) == {"A": {"t_vol": 1.5}, "B": {"t_vol_no_ac": 3.0}}

@@ -78,6 +78,7 @@ class Claim:
     lower_is_better: Sequence[str] = ()  # metrics that are errors: their effect is baseline - arm
     gpu: Mapping[str, Mapping] = field(default_factory=dict)  # stage -> extra overrides of the GPU preset
     tried: str = ""  # what was tried where the effect is not shown (written to docs/claims.md)
+    diagnostics: Sequence[str] = ()  # more per-case columns (arm templates) averaged per arm, to explain a result
 
 
 _HCC_DATA = {"kind": "hcc", "seed": 17, "options": {"size": [64, 64, 32], "extra_series": False, "realism": "full"},
@@ -129,6 +130,7 @@ CLAIMS: dict[str, Claim] = {
         runs={"cascade": _CASCADE},
         arms={"active contour on": ("cascade", "tumor_{metric}"), "active contour off": ("cascade", "tumor_{metric}_no_ac")},
         metrics=("dice",),
+        diagnostics=("volume_ml", "ref_volume_ml", "precision", "recall"),
         effect=("active contour on", "active contour off"),
         gpu=_TUMOUR_GPU,
     ),
@@ -145,6 +147,7 @@ CLAIMS: dict[str, Claim] = {
                                     "evaluate": {"datalist": HELD_OUT_DATALIST}})},
         arms={"weak supervision on": ("on", "tumor_{metric}"), "weak supervision off": ("off", "tumor_{metric}")},
         metrics=("dice",),
+        diagnostics=("volume_ml", "ref_volume_ml", "precision", "recall"),
         effect=("weak supervision on", "weak supervision off"),
         gpu=_TUMOUR_GPU,
     ),
@@ -163,6 +166,7 @@ CLAIMS: dict[str, Claim] = {
                                             "evaluate": {"datalist": HELD_OUT_DATALIST}})},
         arms={"two-stage": ("cascade", "{metric}_no_ac"), "one network": ("one_network", "{metric}_no_ac")},
         metrics=("tumor_dice", "liver_dice"),
+        diagnostics=("tumor_volume_ml", "tumor_ref_volume_ml", "tumor_precision", "tumor_recall"),
         effect=("two-stage", "one network"),
         gpu=_TUMOUR_GPU,
     ),
@@ -306,6 +310,18 @@ def claim_rows(claim_name: str, claim: Claim, tables: Mapping[str, Sequence[Mapp
     return rows
 
 
+def claim_diagnostics(claim: Claim, tables: Mapping[str, Sequence[Mapping[str, Mapping[str, float]]]]) -> dict:
+    """``{arm: {column: mean over seeds and held-out cases}}`` of the claim's diagnostic columns (those present)."""
+    out: dict[str, dict[str, float]] = {}
+    for arm, (run, template) in claim.arms.items():
+        for metric in claim.diagnostics:
+            column = template.format(metric=metric)
+            values = [case.get(column, np.nan) for per_seed in tables[run] for case in per_seed.values()]
+            if values and not np.all(np.isnan(values)):
+                out.setdefault(arm, {})[column] = round(float(np.nanmean(values)), 4)
+    return out
+
+
 def claim_budget(claim: Claim, recipe_stages: Mapping[str, dict], preset: str) -> str:
     """The training budget in words: the recipe's training overrides, the split and the preset."""
     from tools.bench.quality import demo_budget
@@ -375,7 +391,7 @@ def run_claim(name: str, work: str | Path, preset: str = "cpu", seeds: Sequence[
     budget = claim_budget(claim, recipe_stages, preset)
     rows = claim_rows(name, claim, tables, budget)
     result = {"rows": rows, "per_seed": per_seed, "budget": budget, "claim": claim.claim, "preset": preset,
-              "seconds": round(time.time() - start, 1)}
+              "diagnostics": claim_diagnostics(claim, tables), "seconds": round(time.time() - start, 1)}
     work.mkdir(parents=True, exist_ok=True)
     (work / "claim.json").write_text(json.dumps(result, indent=1))
     return result
@@ -461,6 +477,10 @@ def write_claims_markdown(results: Mapping, path: str | Path) -> Path:
                                  f"[{ci[0]}, {ci[1]}] | {r.get('verdict', '')} | {r.get('n_held_out', '')} | "
                                  f"{len(r.get('seeds') or [])} |")
                 lines += ["", f"Budget: {res.get('budget', '')}", ""]
+                if res.get("diagnostics"):
+                    lines += ["Diagnostics (mean over seeds and held-out cases): " + "; ".join(
+                        f"{arm}: " + ", ".join(f"`{k}` {v}" for k, v in cols.items())
+                        for arm, cols in res["diagnostics"].items()) + ".", ""]
                 tried = CLAIMS[scenario.split(':', 1)[1]].tried if scenario.startswith("claim:") else ""
                 if tried:
                     lines += [f"Tried: {tried}", ""]
