@@ -29,7 +29,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = sub.add_parser("bench", help="benchmarks: merges into OUT/results.json, rewrites docs/benchmarks.md")
     bench.add_argument("--out", default="bench")
-    bench.add_argument("--only", default=None, help="comma-separated scenarios (default: the speed group)")
+    bench.add_argument("--only", default=None, help="comma-separated scenarios (default: the speed group); "
+                       "claim:NAME runs one paper's claim (tools/bench/claims.py), 'claims' all of them")
     bench.add_argument("--quality", action="store_true", help="also the quality group (trains every bundle)")
     bench.add_argument("--device", default="cpu", help="cpu or cuda (GPU rows: AMP, channels-last)")
     bench.add_argument("--preset", default="full", choices=["full", "small", "tiny"], help="problem sizes")
