@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 export PYTHONUNBUFFERED := 1
 
-.PHONY: setup demo test test-fast lint verify bench bench-deps bench-quality bench-gpu clean
+.PHONY: setup demo test test-fast lint verify bench bench-deps bench-quality bench-peer bench-gpu clean
 
 setup: $(STAMP)
 
@@ -46,6 +46,12 @@ bench: bench-deps
 ONLY ?= quality
 bench-quality: bench-deps
 	OMP_NUM_THREADS=$(BENCH_THREADS) MKL_NUM_THREADS=$(BENCH_THREADS) $(PY) -m tools bench --out bench --only $(ONLY)
+
+# nnU-Net v2 beside the CT bundles: trained for the bundle's wall clock on a claim's data (run the claim first)
+PEER ?= peer:nnunet_liver
+bench-peer: bench-deps
+	$(PY) -c "import nnunetv2" 2>/dev/null || $(PY) -m pip install -q -e ".[peer]"
+	OMP_NUM_THREADS=$(BENCH_THREADS) MKL_NUM_THREADS=$(BENCH_THREADS) $(PY) -m tools bench --out bench --only $(PEER)
 
 # the speed scenarios on a GPU (AMP, channels-last), added as rows of their own
 bench-gpu: bench-deps

@@ -7,7 +7,9 @@ is its own (``python -m tools.bench SCENARIO --work W --json OUT``):
   (:mod:`.slides`), ``train_input`` (:mod:`.training`), ``networks`` (:mod:`.networks`);
 - quality (opt-in, ``make bench-quality`` or ``--quality``): ``quality`` (:mod:`.quality`), which trains;
 - claims (opt-in, one at a time: ``--only claim:NAME``): a paper's claim through the bundles with seeds,
-  held-out cases and bootstrap intervals (:mod:`.claims`; ``--device cuda`` runs its GPU preset).
+  held-out cases and bootstrap intervals (:mod:`.claims`; ``--device cuda`` runs its GPU preset);
+- peers (opt-in: ``--only peer:NAME``, ``make bench-peer``): nnU-Net v2 trained for the bundle's wall
+  clock on a CT claim's data and scored on its held-out volumes (:mod:`.peer`).
 
 ``run_bench`` merges the results into ``bench/results.json`` under a machine key (CPU model and
 thread count, or the GPU's name), so runs on several machines sit side by side, and rewrites
@@ -86,6 +88,8 @@ DEVICE_SCENARIOS = {"ct_liver", "ct_tumor", "slide_5000", "slide_20000", "train_
 def scenario_kwargs(name: str, preset: str = "full", device: str = "cpu") -> dict:
     if name.startswith("claim:"):
         return {"name": name.split(":", 1)[1], "preset": "gpu" if device.startswith("cuda") else "cpu"}
+    if name.startswith("peer:"):
+        return {"name": name.split(":", 1)[1]}
     kwargs = dict(PRESETS[preset].get(name, PRESETS["full"].get(name, {})))
     if name in DEVICE_SCENARIOS:
         kwargs["device"] = device
@@ -177,7 +181,7 @@ def run_bench(out: str | os.PathLike = "bench", only: list[str] | str | None = N
         (out / "results.json").write_text(json.dumps(data, indent=2, default=float) + "\n")
     data = json.loads((out / "results.json").read_text())
     write_markdown(data, Path(docs) if docs else REPO / "docs" / "benchmarks.md")
-    if any(n.startswith("claim:") or n == "pathsegdiff_features" for n in names):
+    if any(n.startswith(("claim:", "peer:")) or n == "pathsegdiff_features" for n in names):
         from tools.bench.claims import write_claims_markdown
 
         write_claims_markdown(data, (Path(docs).parent if docs else REPO / "docs") / "claims.md")
@@ -185,15 +189,21 @@ def run_bench(out: str | os.PathLike = "bench", only: list[str] | str | None = N
 
 
 def scenario_names() -> list[str]:
-    """Every scenario ``--only`` accepts: :data:`SCENARIOS` and ``claim:NAME`` for each claim."""
+    """Every scenario ``--only`` accepts: :data:`SCENARIOS`, ``claim:NAME`` for each claim and ``peer:NAME``
+    for each nnU-Net peer (:mod:`tools.bench.peer`)."""
     from tools.bench.claims import CLAIMS
+    from tools.bench.peer import PEERS
 
-    return sorted(SCENARIOS) + [f"claim:{name}" for name in CLAIMS]
+    return sorted(SCENARIOS) + [f"claim:{name}" for name in CLAIMS] + [f"peer:{name}" for name in PEERS]
 
 
 def run_scenario(name: str, work: str | os.PathLike, kwargs: dict) -> dict:
     """Run one scenario in this process (what the subprocess does)."""
-    module, func = ("tools.bench.claims", "scenario_claim") if name.startswith("claim:") else SCENARIOS[name].split(":")
+    if name.startswith(("claim:", "peer:")):
+        module, func = {"claim": ("tools.bench.claims", "scenario_claim"), "peer": ("tools.bench.peer", "scenario_peer")}[
+            name.split(":", 1)[0]]
+    else:
+        module, func = SCENARIOS[name].split(":")
     result = getattr(importlib.import_module(module), func)(Path(work), **kwargs)
     from tools.bench.common import peak_rss_mb
 

@@ -232,6 +232,12 @@ def resplit(dataset_dir: str | Path, n_train: int, n_val: int, n_test: int) -> d
     return content
 
 
+def claim_data(claim: Claim, work: str | Path) -> Path:
+    """The claim's dataset under ``work/data/<key of data spec and split>`` (claims on the same data share it)."""
+    data_key = hashlib.sha1(json.dumps([claim.data, list(claim.split)], sort_keys=True).encode()).hexdigest()[:10]
+    return make_claim_data(claim, Path(work) / "data" / data_key)
+
+
 def make_claim_data(claim: Claim, out: Path) -> Path:
     """Generate the claim's dataset once (``n = sum(split)`` cases) and re-split it (:func:`resplit`)."""
     from tools.recipes import synthesize
@@ -366,7 +372,7 @@ def run_claim(name: str, work: str | Path, preset: str = "cpu", seeds: Sequence[
     data_key = hashlib.sha1(json.dumps([claim.data, list(claim.split)], sort_keys=True).encode()).hexdigest()[:10]
     work = Path(work)
     start = time.time()
-    data = make_claim_data(claim, work / "data" / data_key)  # claims on the same data share it
+    data = claim_data(claim, work)
     work.mkdir(parents=True, exist_ok=True)
     work = work / name
     log(f"[claim {name}] data ready ({sum(claim.split)} cases, {time.time() - start:.0f} s)")
@@ -377,7 +383,7 @@ def run_claim(name: str, work: str | Path, preset: str = "cpu", seeds: Sequence[
     run_dirs = {run_name: work.parent / "runs" / f"{claim.bundle}-{run_key(claim, run_name, data_key, extra)}"
                 for run_name in claim.runs}
     for seed in claim.seeds:
-        t_seed = time.time()
+        t_seed, train_s = time.time(), 0.0
         for run_name, run in claim.runs.items():
             run_dir = run_dirs[run_name] / f"seed{seed}"
             done = run_dir / ".complete"
@@ -396,11 +402,15 @@ def run_claim(name: str, work: str | Path, preset: str = "cpu", seeds: Sequence[
                 for stage_name in run.stages or claim.stages:
                     stage = _stage(recipe_stages, stage_name, run, extra, seed)
                     log(f"[claim {name}] seed {seed} {run_name}: {stage_name}")
+                    t_stage = time.time()
                     run_stage(stage, root, data, run_dir)
+                    if stage_name.startswith("train"):
+                        train_s += time.time() - t_stage
                 done.write_text(session)
             eval_dir = run_dir / recipe_stages["evaluate"].get("output_dir", "evaluate")
             tables[run_name].append(read_per_case(eval_dir / "per_case.csv"))
-        per_seed[str(seed)] = {"seconds": round(time.time() - t_seed, 1)}
+        # train_seconds: the training stages run by this command (a peer's equal wall-clock budget)
+        per_seed[str(seed)] = {"seconds": round(time.time() - t_seed, 1), "train_seconds": round(train_s, 1)}
     budget = claim_budget(claim, recipe_stages, preset)
     rows = claim_rows(name, claim, tables, budget)
     result = {"rows": rows, "per_seed": per_seed, "budget": budget, "claim": claim.claim, "preset": preset,
@@ -457,6 +467,45 @@ def floor_lines(scenarios: Mapping[str, dict]) -> list[str]:
     return lines + [""]
 
 
+def peer_table(res: Mapping) -> list[str]:
+    """One peer scenario's rows (the bundle's row of the claim first) as a Markdown table."""
+    lines = ["| arm | metric | mean | ci95 | verdict | held-out cases | seeds |", "|---|---|---|---|---|---|---|"]
+    for r in list(res.get("bundle_rows", [])) + list(res.get("rows", [])):
+        ci = r.get("ci95") or ["", ""]
+        lines.append(f"| {r['arm']} | {r['metric']} | {r.get('mean', r.get('value'))} | [{ci[0]}, {ci[1]}] | "
+                     f"{r.get('verdict', '')} | {r.get('n_held_out', '')} | {len(r.get('seeds') or [])} |")
+    return lines
+
+
+def peer_lines(runs: Mapping[str, Mapping]) -> list[str]:
+    """The section of ``docs/claims.md`` with nnU-Net v2 beside the CT bundles (scenarios ``peer:NAME``)."""
+    from tools.bench.peer import PEERS
+
+    lines = ["## nnU-Net v2 beside the CT bundles (the peer a user would pick instead)", "",
+             "nnU-Net v2 (`nnUNetv2_plan_and_preprocess`, `nnUNetv2_train`, `nnUNetv2_predict`, defaults) trained "
+             "on the same training cases as the bundle's claim run, for the bundle's training wall clock per seed "
+             "on the same machine, and scored on the same held-out volumes by the same metric code "
+             "(`tools/bench/peer.py`). *difference* is bundle minus nnU-Net.", ""]
+    found = False
+    for key, run in runs.items():
+        for name in PEERS:
+            res = run.get("scenarios", {}).get(f"peer:{name}")
+            if not res or "rows" not in res:
+                continue
+            found = True
+            lines += [f"Machine `{key}`, {res.get('date', '')}, `{res.get('command', '')}` "
+                      f"({res.get('seconds', res.get('wall_s', '?'))} s), nnunetv2 {res.get('nnunetv2', '?')}.", ""]
+            lines += peer_table(res)
+            budgets = sorted({r["budget"] for r in res["rows"] if r.get("budget")})
+            methods = sorted({r["interval"] for r in res["rows"] if r.get("interval")})
+            lines += [""] + [f"Budget: {b}" for b in budgets] + [""]
+            if methods:
+                lines += [f"Interval of the difference: {', '.join(methods)}.", ""]
+    if not found:
+        lines += ["Not run yet (`make bench-peer`, or `python -m tools bench --out bench --only peer:nnunet_liver`).", ""]
+    return lines
+
+
 def write_claims_markdown(results: Mapping, path: str | Path) -> Path:
     """``docs/claims.md`` from ``bench/results.json``: one section per claim, every run machine's rows.
 
@@ -500,6 +549,7 @@ def write_claims_markdown(results: Mapping, path: str | Path) -> Path:
         if not found:
             lines += ["Not run yet" + (f" (`python -m tools bench --out bench --only {scenarios[0]}`)." if scenarios
                                        else ": no protocol for this claim exists yet."), ""]
+    lines += peer_lines(runs)
     lines += ["## Quality floors (issue 17 point 5)", ""]
     for key, run in runs.items():
         scenarios = run.get("scenarios", {})

@@ -252,6 +252,11 @@ def render_markdown(data: dict) -> str:
             from tools.bench.claims import floor_lines
 
             lines += ["### Quality floors (claims protocol; details in [claims.md](claims.md))", ""] + floor_lines(scen)
+        for name in sorted(n for n in scen if n.startswith("peer:") and "rows" in scen[n]):
+            from tools.bench.claims import peer_table
+
+            lines += [f"### nnU-Net v2 beside the bundle (`{name}`, equal training wall clock; details in "
+                      "[claims.md](claims.md))", ""] + peer_table(scen[name]) + [""]
         if "pathsegdiff_features" in scen:
             lines += _ablation(scen["pathsegdiff_features"], "PathSegDiff: head on diffusion features vs on a random "
                                "extractor (`make bench-quality`)")
