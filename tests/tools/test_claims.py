@@ -102,7 +102,7 @@ def test_claims_markdown_lists_measured_and_missing_claims(tmp_path):
     results = {"runs": {"cpu | X": {"scenarios": {"claim:maskrcnn_vs_clump_splitting": {
         "rows": rows, "budget": "28 epochs", "date": "2026-12-03", "command": "python -m tools bench", "seconds": 12}}}}}
     text = write_claims_markdown(results, tmp_path / "claims.md").read_text()
-    assert text.count("## ") == len(CLAIM_INDEX) + 1  # and the quality floors
+    assert text.count("## ") == len(CLAIM_INDEX) + 2  # and nnU-Net beside the CT bundles, the quality floors
     assert "| AP50 on touching droplets, Mask R-CNN minus clump splitting | 0.1 | | " in text  # metric not in rows
     section = text.split("## Mask R-CNN vs clump splitting")[1].split("## ")[0]
     assert "| A - B | dice, paired difference |" in section and "| shown | 30 | 3 |" in section

@@ -130,3 +130,19 @@ def test_claims_and_benchmarks_pages_show_the_peer_beside_the_bundle(tmp_path):
     assert "| liver bundle - nnU-Net 2d | dice, difference | -0.15 | [-0.18, -0.12] | reversed | 20 | 3 |" in section
     assert "Budget: nnU-Net v2 2d, 360 s" in section and "normal approximation" in section
     assert "| nnU-Net 2d | dice | 0.93 |" in render_markdown(data)
+
+
+def test_peer_pairs_with_the_bundle_per_case_scores_of_the_claim_rows():
+    from tools.bench.claims import Claim, claim_rows
+    from tools.bench.peer import paired_scores
+
+    claim = Claim(bundle="b", claim="c", data={}, split=(1, 1, 3), runs={"r": None}, arms={"A": ("r", "{metric}")},
+                  metrics=("dice",), effect=None, seeds=(0, 1))
+    tables = {"r": [{"c1": {"dice": 0.5}, "c2": {"dice": 0.7}, "c3": {"dice": 0.9}},
+                    {"c1": {"dice": 0.6}, "c2": {"dice": 0.8}, "c3": {"dice": 1.0}}]}
+    row = claim_rows("x", claim, tables, "budget", n_boot=50)[0]
+    assert row["per_case"] == {"c1": [0.5, 0.6], "c2": [0.7, 0.8], "c3": [0.9, 1.0]}
+    np.testing.assert_allclose(paired_scores(row, ["c3", "c1"], 2), [[0.9, 0.5], [1.0, 0.6]])
+    assert paired_scores(row, ["c1", "c4"], 2) is None and paired_scores(None, ["c1"], 1) is None
+    diff = compare(row, np.full((2, 3), 0.5), paired_scores(row, ["c1", "c2", "c3"], 2))
+    assert diff["interval"] == "paired two-way bootstrap" and diff["mean"] == pytest.approx(0.25)

@@ -312,7 +312,10 @@ def claim_rows(claim_name: str, claim: Claim, tables: Mapping[str, Sequence[Mapp
             rows.append({"claim": claim_name, "bundle": claim.bundle, "comparison": claim_name, "arm": arm,
                          "metric": metric, "mean": round(mean, 4), "value": round(mean, 4),
                          "ci95": [round(ci[0], 4), round(ci[1], 4)], "n_held_out": len(cases), "seeds": seeds,
-                         "budget": budget})
+                         "budget": budget,
+                         # per held-out case, one value per seed: what a peer is paired with (tools.bench.peer)
+                         "per_case": {c: [None if np.isnan(v) else round(float(v), 4) for v in scores[arm][:, j]]
+                                      for j, c in enumerate(cases)}})
         if claim.effect is None:
             continue
         arm, base = claim.effect

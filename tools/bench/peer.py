@@ -202,6 +202,14 @@ def score_predictions(pred_dir: Path, test: Sequence[tuple[str, str, str]], peer
     return table
 
 
+def paired_scores(bundle_row: Mapping | None, cases: Sequence[str], n_seeds: int) -> np.ndarray | None:
+    """The bundle's ``[seeds, cases]`` scores from its row's ``per_case`` (None when the row lacks a case or seed)."""
+    per_case = (bundle_row or {}).get("per_case") or {}
+    if not all(len(per_case.get(c) or []) >= n_seeds for c in cases):
+        return None
+    return np.array([[np.nan if per_case[c][i] is None else per_case[c][i] for c in cases] for i in range(n_seeds)])
+
+
 def compare(bundle_row: Mapping | None, peer_scores: np.ndarray, bundle_scores: np.ndarray | None = None,
             n_boot: int = 2000) -> dict | None:
     """The difference *bundle - nnU-Net* of one metric with its ci95.
@@ -302,7 +310,7 @@ def run_peer(name: str, work: str | Path, seeds: Sequence[int] | None = None, sp
                    "ci95": [round(ci[0], 4), round(ci[1], 4)], "n_held_out": len(cases), "seeds": list(claim.seeds),
                    "budget": budget, "per_case": {c: [round(t[c][column], 4) for t in tables] for c in cases}}
             rows.append(row)
-            diff = compare(bundle_rows.get(metric), scores)
+            diff = compare(bundle_rows.get(metric), scores, paired_scores(bundle_rows.get(metric), cases, len(tables)))
             if diff is not None:
                 rows.append({"peer": name, "claim": peer.claim, "bundle": claim.bundle,
                              "arm": f"{peer.bundle_arm} - nnU-Net {config}", "metric": f"{metric}, difference",
