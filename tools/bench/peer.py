@@ -238,12 +238,14 @@ def compare(bundle_row: Mapping | None, peer_scores: np.ndarray, bundle_scores: 
 
 def run_peer(name: str, work: str | Path, seeds: Sequence[int] | None = None, split: Sequence[int] | None = None,
              configurations: Sequence[str] | None = None, budget_s: float | None = None,
-             results: str | Path | None = None, log: Callable[[str], None] = print) -> dict:
+             results: str | Path | None = None, resume: bool = False, log: Callable[[str], None] = print) -> dict:
     """Run peer ``name`` (:data:`PEERS`) and return its rows (see the module docstring).
 
     ``seeds``, ``split``, ``configurations`` and ``budget_s`` replace the protocol's (a quick check of the
     plumbing); ``results`` is the ``bench/results.json`` holding the bundle's claim rows (default the
-    repository's), from which the machine's claim run gives the budget and the comparison.
+    repository's), from which the machine's claim run gives the budget and the comparison. ``resume``
+    keeps the planned dataset and every seed already trained and predicted (``run.json``) of an earlier
+    call, instead of starting again.
     """
     from liverseg_monai.metrics.bootstrap import bootstrap_ci
     from tools.bench import REPO
@@ -259,17 +261,24 @@ def run_peer(name: str, work: str | Path, seeds: Sequence[int] | None = None, sp
     start = time.time()
     data = claim_data(claim, work)
     root = work / "nnunet" / name
-    shutil.rmtree(root, ignore_errors=True)
+    planned = resume and (root / ".planned").is_file()
+    if not planned:
+        shutil.rmtree(root, ignore_errors=True)
+        root.mkdir(parents=True)
     env = {"nnUNet_raw": str(root / "raw"), "nnUNet_preprocessed": str(root / "preprocessed"),
            "nnUNet_extTrainer": str(TRAINERS), "nnUNet_n_proc_DA": str(max(1, os.cpu_count() or 1)),
            "nnUNet_compile": "false", "nnUNet_def_n_proc": "2", "LIVERSEG_NNUNET_SKIP_VALIDATION": "1"}
-    ds = write_nnunet_dataset(data, root / "raw", peer)
+    ds = write_nnunet_dataset(data, root / "raw", peer)  # the same files again when resuming
     log_path = root / "nnunet.log"
     log(f"[peer {name}] nnU-Net dataset {ds['folder'].name}: {len(ds['train'])} train, {len(ds['val'])} val, "
         f"{len(ds['test'])} held out")
-    plan_s = _run([_tool("nnUNetv2_plan_and_preprocess"), "-d", str(peer.dataset_id), "-c", *configurations,
-                   "-np", *(["2"] * len(configurations)), "--verify_dataset_integrity"], env, log_path, log)
-    write_splits(root / "preprocessed" / ds["folder"].name, ds["train"], ds["val"])
+    if planned:
+        plan_s = float((root / ".planned").read_text())
+    else:
+        plan_s = _run([_tool("nnUNetv2_plan_and_preprocess"), "-d", str(peer.dataset_id), "-c", *configurations,
+                       "-np", *(["2"] * len(configurations)), "--verify_dataset_integrity"], env, log_path, log)
+        write_splits(root / "preprocessed" / ds["folder"].name, ds["train"], ds["val"])
+        (root / ".planned").write_text(f"{plan_s:.1f}")
 
     key = machine_info("cpu")["key"]
     recorded = json.loads(Path(results or REPO / "bench" / "results.json").read_text()) \
@@ -283,12 +292,18 @@ def run_peer(name: str, work: str | Path, seeds: Sequence[int] | None = None, sp
         tables, info = [], []
         for seed in claim.seeds:
             results_dir = root / "results" / config / f"seed{seed}"
+            pred_dir = results_dir / "predictions"
+            if resume and (results_dir / "run.json").is_file():
+                log(f"[peer {name}] {config} seed {seed}: trained and predicted earlier, reused")
+                tables.append(score_predictions(pred_dir, ds["test"], peer))
+                info.append(json.loads((results_dir / "run.json").read_text()))
+                continue
+            shutil.rmtree(results_dir, ignore_errors=True)
             run_env = {**env, "nnUNet_results": str(results_dir), "LIVERSEG_NNUNET_BUDGET_S": str(budgets[seed]),
                        "LIVERSEG_NNUNET_SEED": str(seed)}
             log(f"[peer {name}] {config} seed {seed}: training for {budgets[seed]:.0f} s (the bundle's)")
             train_s = _run([_tool("nnUNetv2_train"), str(peer.dataset_id), config, "0", "-tr", TRAINER,
                             "-device", "cpu"], run_env, log_path, log)
-            pred_dir = results_dir / "predictions"
             predict_s = _run([_tool("nnUNetv2_predict"), "-i", str(ds["folder"] / "imagesTs"), "-o", str(pred_dir),
                               "-d", str(peer.dataset_id), "-c", config, "-f", "0", "-tr", TRAINER, "-device", "cpu",
                               "-npp", "1", "-nps", "1", "--disable_tta"], run_env, log_path, log)
@@ -296,6 +311,7 @@ def run_peer(name: str, work: str | Path, seeds: Sequence[int] | None = None, sp
             epochs = _epochs_trained(results_dir)
             info.append({"seed": seed, "budget_s": round(budgets[seed], 1), "train_command_s": round(train_s, 1),
                          "predict_s": round(predict_s, 1), "epochs": epochs})
+            (results_dir / "run.json").write_text(json.dumps(info[-1]))
         per_config[config] = info
         cases = sorted(tables[0])
         for metric, column in peer.metrics.items():
