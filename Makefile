@@ -47,8 +47,9 @@ ONLY ?= quality
 bench-quality: bench-deps
 	OMP_NUM_THREADS=$(BENCH_THREADS) MKL_NUM_THREADS=$(BENCH_THREADS) $(PY) -m tools bench --out bench --only $(ONLY)
 
-# nnU-Net v2 beside the CT bundles: trained for the bundle's wall clock on a claim's data (run the claim first)
-PEER ?= peer:nnunet_liver
+# nnU-Net v2 beside the CT bundles: the bundle's claim first (its training wall clock on this machine), then
+# nnU-Net for that time on the same data; PEER=claim:two_stage_vs_one_network,peer:nnunet_tumour for the tumour
+PEER ?= claim:liver_ct_quality,peer:nnunet_liver
 bench-peer: bench-deps
 	$(PY) -c "import nnunetv2" 2>/dev/null || $(PY) -m pip install -q -e ".[peer]"
 	OMP_NUM_THREADS=$(BENCH_THREADS) MKL_NUM_THREADS=$(BENCH_THREADS) $(PY) -m tools bench --out bench --only $(PEER)

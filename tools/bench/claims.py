@@ -505,7 +505,8 @@ def peer_lines(runs: Mapping[str, Mapping]) -> list[str]:
             if methods:
                 lines += [f"Interval of the difference: {', '.join(methods)}.", ""]
     if not found:
-        lines += ["Not run yet (`make bench-peer`, or `python -m tools bench --out bench --only peer:nnunet_liver`).", ""]
+        lines += ["Not run yet (`make bench-peer`: `python -m tools bench --out bench --only "
+                  "claim:liver_ct_quality,peer:nnunet_liver`).", ""]
     return lines
 
 

@@ -284,6 +284,10 @@ def run_peer(name: str, work: str | Path, seeds: Sequence[int] | None = None, sp
     recorded = json.loads(Path(results or REPO / "bench" / "results.json").read_text()) \
         if Path(results or REPO / "bench" / "results.json").is_file() else {}
     claim_result = recorded.get("runs", {}).get(key, {}).get("scenarios", {}).get(f"claim:{peer.claim}")
+    if claim_result is None and not budget_s:
+        raise RuntimeError(f"no claim:{peer.claim} run of this machine ({key}) in results.json, so no equal wall clock: "
+                           f"run `python -m tools bench --out bench --only claim:{peer.claim},peer:{name}` "
+                           f"(make bench-peer does)")
     budgets = {s: float(budget_s) for s in claim.seeds} if budget_s else bundle_budget(claim_result, claim.seeds, 300.0)
     bundle_rows = {r["metric"]: r for r in (claim_result or {}).get("rows", []) if r["arm"] == peer.bundle_arm}
 
