@@ -300,7 +300,7 @@ def run_peer(name: str, work: str | Path, seeds: Sequence[int] | None = None, sp
             if resume and (results_dir / "run.json").is_file():
                 log(f"[peer {name}] {config} seed {seed}: trained and predicted earlier, reused")
                 tables.append(score_predictions(pred_dir, ds["test"], peer))
-                info.append(json.loads((results_dir / "run.json").read_text()))
+                info.append({**json.loads((results_dir / "run.json").read_text()), **_epochs_trained(results_dir)})
                 continue
             shutil.rmtree(results_dir, ignore_errors=True)
             run_env = {**env, "nnUNet_results": str(results_dir), "LIVERSEG_NNUNET_BUDGET_S": str(budgets[seed]),
@@ -312,9 +312,8 @@ def run_peer(name: str, work: str | Path, seeds: Sequence[int] | None = None, sp
                               "-d", str(peer.dataset_id), "-c", config, "-f", "0", "-tr", TRAINER, "-device", "cpu",
                               "-npp", "1", "-nps", "1", "--disable_tta"], run_env, log_path, log)
             tables.append(score_predictions(pred_dir, ds["test"], peer))
-            epochs = _epochs_trained(results_dir)
             info.append({"seed": seed, "budget_s": round(budgets[seed], 1), "train_command_s": round(train_s, 1),
-                         "predict_s": round(predict_s, 1), "epochs": epochs})
+                         "predict_s": round(predict_s, 1), **_epochs_trained(results_dir)})
             (results_dir / "run.json").write_text(json.dumps(info[-1]))
         per_config[config] = info
         cases = sorted(tables[0])
@@ -322,8 +321,10 @@ def run_peer(name: str, work: str | Path, seeds: Sequence[int] | None = None, sp
             scores = np.array([[t[c][column] for c in cases] for t in tables])
             mean, ci = bootstrap_ci(scores)
             budget = (f"nnU-Net v2 {config}, nnUNetTrainerWallClock: the bundle's training wall clock per seed "
-                      f"({', '.join(f'{b:.0f}' for b in budgets.values())} s), epochs of 10 iterations "
-                      f"({', '.join(str(i['epochs']) for i in info)} epochs), CPU, no test-time mirroring, defaults otherwise; "
+                      f"({', '.join(f'{b:.0f}' for b in budgets.values())} s; trained "
+                      f"{', '.join(str(i.get('trained_s', '?')) for i in info)} s, "
+                      f"{', '.join(str(i.get('iterations', '?')) for i in info)} iterations of batch "
+                      f"{_batch_size(root, ds['folder'].name, config)}), CPU, no test-time mirroring, defaults otherwise; "
                       f"split {len(ds['train'])} train / {len(ds['val'])} validation / {len(cases)} held out")
             row = {"peer": name, "claim": peer.claim, "bundle": claim.bundle, "arm": f"nnU-Net {config}",
                    "metric": metric, "mean": round(mean, 4), "value": round(mean, 4),
@@ -343,14 +344,29 @@ def run_peer(name: str, work: str | Path, seeds: Sequence[int] | None = None, sp
     return result
 
 
-def _epochs_trained(results_dir: Path) -> int | None:
+def _epochs_trained(results_dir: Path) -> dict:
+    """``{"epochs", "iterations", "trained_s"}`` from the trainer's last line in nnU-Net's training log."""
     import glob
+    import re
 
+    pattern = re.compile(r"stopped after (\d+) epochs(?: of (\d+) iterations)?,(?: (\d+) iterations,)? (\d+) s")
     for path in sorted(glob.glob(str(results_dir / "**" / "training_log_*.txt"), recursive=True)):
         for line in Path(path).read_text().splitlines():
-            if "wall-clock budget" in line and "stopped after" in line:
-                return int(line.split("stopped after", 1)[1].split()[0])
-    return None
+            found = pattern.search(line)
+            if found:
+                epochs, per_epoch, iterations, seconds = found.groups()
+                iterations = int(iterations) if iterations else int(epochs) * int(per_epoch)
+                return {"epochs": int(epochs), "iterations": iterations, "trained_s": int(seconds)}
+    return {}
+
+
+def _batch_size(root: Path, dataset: str, config: str) -> str:
+    try:
+        plans = json.loads((root / "preprocessed" / dataset / "nnUNetPlans.json").read_text())
+        conf = plans["configurations"][config]
+        return f"{conf['batch_size']} x {conf['patch_size']}"
+    except (OSError, KeyError, ValueError):
+        return "?"
 
 
 def _nnunet_version() -> str:
@@ -362,6 +378,11 @@ def _nnunet_version() -> str:
         return "not installed"
 
 
+#: set to 1 to keep what an interrupted ``peer:NAME`` run already trained and predicted (``run_peer(resume=True)``)
+RESUME_ENV = "LIVERSEG_BENCH_RESUME"
+
+
 def scenario_peer(work: Path, name: str, **kwargs) -> dict:
     """The bench scenario ``peer:NAME`` (keyword arguments of :func:`run_peer`)."""
+    kwargs.setdefault("resume", os.environ.get(RESUME_ENV) == "1")
     return run_peer(name, Path(work) / "claims", log=lambda msg: print(msg, flush=True), **kwargs)

@@ -5,12 +5,13 @@ benchmark (:mod:`tools.bench.peer`) runs ``nnUNetv2_train DATASET CONFIG 0 -tr n
 Everything is nnU-Net's default (network, plans, augmentation, loss, SGD with poly learning rate, deep
 supervision) except:
 
-- training stops once the next epoch would end past ``LIVERSEG_NNUNET_BUDGET_S`` seconds (counted from
+- training stops at the first iteration that ends past ``LIVERSEG_NNUNET_BUDGET_S`` seconds (counted from
   the start of ``run_training``: data unpacking and loader start-up included, as a bundle's stage time
-  includes its own);
+  includes its own), the last epoch cut short there, so nnU-Net trains for the whole budget and at most
+  one iteration more;
 - an epoch is ``LIVERSEG_NNUNET_ITERS`` iterations (default 10, nnU-Net's is 250) so that the stop is
   fine-grained, and the poly schedule's length is re-estimated after each epoch from the epochs that
-  still fit, so the learning rate decays to about zero at the budget as it does at nnU-Net's epoch 1000;
+  still fit, so the learning rate decays towards zero at the budget as it does at nnU-Net's epoch 1000;
 - ``LIVERSEG_NNUNET_SKIP_VALIDATION=1`` skips nnU-Net's final prediction of the validation cases (its
   own bookkeeping: the benchmark predicts the held-out cases with ``nnUNetv2_predict`` instead);
 - ``LIVERSEG_NNUNET_SEED`` seeds Python, NumPy and torch (nnU-Net itself does not seed; its augmentation
@@ -44,6 +45,7 @@ class nnUNetTrainerWallClock(nnUNetTrainer):  # noqa: N801 (nnU-Net's naming)
             np.random.seed(int(seed))
             torch.manual_seed(int(seed))
         self.epoch_seconds: list[float] = []
+        self.iterations = 0
 
     def perform_actual_validation(self, save_probabilities: bool = False):
         if os.environ.get("LIVERSEG_NNUNET_SKIP_VALIDATION") == "1":
@@ -58,7 +60,11 @@ class nnUNetTrainerWallClock(nnUNetTrainer):  # noqa: N801 (nnU-Net's naming)
             t = time.perf_counter()
             self.on_epoch_start()
             self.on_train_epoch_start()
-            train_outputs = [self.train_step(next(self.dataloader_train)) for _ in range(self.num_iterations_per_epoch)]
+            train_outputs = []
+            for _ in range(self.num_iterations_per_epoch):
+                train_outputs.append(self.train_step(next(self.dataloader_train)))
+                if time.perf_counter() - start >= self.budget_s:
+                    break  # the budget ends inside this epoch: a short last epoch
             self.on_train_epoch_end(train_outputs)
             with torch.no_grad():
                 self.on_validation_epoch_start()
@@ -66,17 +72,16 @@ class nnUNetTrainerWallClock(nnUNetTrainer):  # noqa: N801 (nnU-Net's naming)
                                for _ in range(self.num_val_iterations_per_epoch)]
                 self.on_validation_epoch_end(val_outputs)
             self.on_epoch_end()  # increments current_epoch
+            self.iterations += len(train_outputs)
             self.epoch_seconds.append(time.perf_counter() - t)
-            per_epoch = float(np.mean(self.epoch_seconds[-3:]))
             left = self.budget_s - (time.perf_counter() - start)
-            more = int(left // per_epoch) if np.isfinite(left) else 10**6
-            if more < 1:
+            if left <= 0:
                 break
-            # the poly schedule ends where the budget does
-            self.num_epochs = self.current_epoch + more
-            self.lr_scheduler.max_steps = self.num_epochs
+            # the poly schedule ends where the budget does (at least one more epoch, maybe a short one)
+            per_epoch = float(np.mean(self.epoch_seconds[-3:]))
+            self.num_epochs = self.current_epoch + max(1, int(np.ceil(left / per_epoch)))
+            self.lr_scheduler.max_steps = self.num_epochs + 1
         self.num_epochs = self.current_epoch
-        self.print_to_log_file(f"wall-clock budget {self.budget_s:.0f} s: stopped after {self.current_epoch} epochs "
-                               f"of {self.num_iterations_per_epoch} iterations, "
-                               f"{time.perf_counter() - start:.0f} s")
+        self.print_to_log_file(f"wall-clock budget {self.budget_s:.0f} s: stopped after {self.current_epoch} epochs, "
+                               f"{self.iterations} iterations, {time.perf_counter() - start:.0f} s")
         self.on_train_end()
