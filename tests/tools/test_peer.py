@@ -146,3 +146,17 @@ def test_peer_pairs_with_the_bundle_per_case_scores_of_the_claim_rows():
     assert paired_scores(row, ["c1", "c4"], 2) is None and paired_scores(None, ["c1"], 1) is None
     diff = compare(row, np.full((2, 3), 0.5), paired_scores(row, ["c1", "c2", "c3"], 2))
     assert diff["interval"] == "paired two-way bootstrap" and diff["mean"] == pytest.approx(0.25)
+
+
+def test_training_seconds_and_iterations_are_read_from_the_trainer_log(tmp_path):
+    from tools.bench.peer import _epochs_trained
+
+    fold = tmp_path / "Dataset501_X" / "nnUNetTrainerWallClock__nnUNetPlans__2d" / "fold_0"
+    fold.mkdir(parents=True)
+    log = fold / "training_log_2026_12_3_19_00_00.txt"
+    log.write_text("2026-12-03 19:34:06: wall-clock budget 343 s: stopped after 5 epochs, 47 iterations, 344 s\n")
+    assert _epochs_trained(tmp_path) == {"epochs": 5, "iterations": 47, "trained_s": 344}
+    log.write_text("2026-12-03 19:34:06: wall-clock budget 343 s: stopped after 5 epochs of 10 iterations, 304 s\n")
+    assert _epochs_trained(tmp_path) == {"epochs": 5, "iterations": 50, "trained_s": 304}  # the first rule's line
+    log.write_text("no such line\n")
+    assert _epochs_trained(tmp_path) == {}

@@ -8,7 +8,7 @@ supervision) except:
 - training stops at the first iteration that ends past ``LIVERSEG_NNUNET_BUDGET_S`` seconds (counted from
   the start of ``run_training``: data unpacking and loader start-up included, as a bundle's stage time
   includes its own), the last epoch cut short there, so nnU-Net trains for the whole budget and at most
-  one iteration more;
+  one training iteration and that epoch's validation iterations more;
 - an epoch is ``LIVERSEG_NNUNET_ITERS`` iterations (default 10, nnU-Net's is 250) so that the stop is
   fine-grained, and the poly schedule's length is re-estimated after each epoch from the epochs that
   still fit, so the learning rate decays towards zero at the budget as it does at nnU-Net's epoch 1000;
