@@ -91,6 +91,9 @@ _HCC_DATA = {"kind": "hcc", "seed": 17, "options": {"size": [64, 64, 32], "extra
 _TUMOUR_GPU = {"*": {"spacing": [1.5, 1.5, 2.0], "liver#roi_size": [96, 96, 64], "tumor#roi_size": [64, 64, 64],
                      "init_filters": 16},
                "train_liver": {"max_epochs": 200}, "train_tumor": {"max_epochs": 200}}
+#: what the three tumour claims share: data, split, stages, what was tried, the GPU preset
+_TUMOUR_PROTOCOL = {"data": _HCC_DATA, "split": (16, 4, 20), "stages": ("train_liver", "train_tumor", "evaluate"),
+                    "tried": _CPU_ONLY + _TUMOUR_DIAGNOSIS, "gpu": _TUMOUR_GPU}
 #: the tumour pipeline as the bundle ships it, scored on the held-out cases (three claims share this run)
 _CASCADE = Run(overrides={"evaluate": {"datalist": HELD_OUT_DATALIST}})
 
@@ -132,42 +135,32 @@ CLAIMS: dict[str, Claim] = {
         bundle="liver_tumor_ct_segresnetvae",
         claim="morphological active-contour refinement improves the tumour segmentation of the local "
               "SegResNetVAE (HCC-TACE-Seg paper)",
-        data=_HCC_DATA,
-        split=(16, 4, 20),
-        stages=("train_liver", "train_tumor", "evaluate"),
+        **_TUMOUR_PROTOCOL,
         runs={"cascade": _CASCADE},
         arms={"active contour on": ("cascade", "tumor_{metric}"), "active contour off": ("cascade", "tumor_{metric}_no_ac")},
         metrics=("dice",),
-        tried=_CPU_ONLY + _TUMOUR_DIAGNOSIS,
         diagnostics=("volume_ml", "ref_volume_ml", "precision", "recall"),
         effect=("active contour on", "active contour off"),
-        gpu=_TUMOUR_GPU,
     ),
     "tumour_weak_supervision": Claim(
         bundle="liver_tumor_ct_segresnetvae",
         claim="weak supervision from the population-level tumour-severity indicator improves the local "
               "tumour model (HCC-TACE-Seg paper)",
-        data=_HCC_DATA,
-        split=(16, 4, 20),
-        stages=("train_liver", "train_tumor", "evaluate"),
+        **_TUMOUR_PROTOCOL,
         runs={"on": _CASCADE,
               "off": Run(after="on", stages=("train_tumor", "evaluate"),
                          overrides={"train_tumor": {"weak_supervision#weight": 0.0},
                                     "evaluate": {"datalist": HELD_OUT_DATALIST}})},
         arms={"weak supervision on": ("on", "tumor_{metric}"), "weak supervision off": ("off", "tumor_{metric}")},
         metrics=("dice",),
-        tried=_CPU_ONLY + _TUMOUR_DIAGNOSIS,
         diagnostics=("volume_ml", "ref_volume_ml", "precision", "recall"),
         effect=("weak supervision on", "weak supervision off"),
-        gpu=_TUMOUR_GPU,
     ),
     "two_stage_vs_one_network": Claim(
         bundle="liver_tumor_ct_segresnetvae",
         claim="the global liver stage followed by the local tumour stage segments tumours better than one "
               "multi-class network on the same volumes (the HCC-TACE-Seg paper's central argument)",
-        data=_HCC_DATA,
-        split=(16, 4, 20),
-        stages=("train_liver", "train_tumor", "evaluate"),
+        **_TUMOUR_PROTOCOL,
         runs={"cascade": _CASCADE,
               # the liver stage's network and trainer with three classes, for both stages' epochs together
               "one_network": Run(stages=("train_liver", "evaluate"),
@@ -176,10 +169,8 @@ CLAIMS: dict[str, Claim] = {
                                             "evaluate": {"datalist": HELD_OUT_DATALIST}})},
         arms={"two-stage": ("cascade", "{metric}_no_ac"), "one network": ("one_network", "{metric}_no_ac")},
         metrics=("tumor_dice", "liver_dice"),
-        tried=_CPU_ONLY + _TUMOUR_DIAGNOSIS,
         diagnostics=("tumor_volume_ml", "tumor_ref_volume_ml", "tumor_precision", "tumor_recall"),
         effect=("two-stage", "one network"),
-        gpu=_TUMOUR_GPU,
     ),
     "deeplab_deformable_aspp": Claim(
         bundle="liver_pathology_deeplab_segmentation",
