@@ -26,6 +26,7 @@ import torch
 from liverseg_monai.metrics.bootstrap import bootstrap_ci, paired_difference_ci, verdict
 
 BUNDLE = "pathology_pathsegdiff_segmentation"
+HELD_OUT_DATALIST = "$liverseg_monai.data.load_datalist(@dataset_dir, 'testing', require=('image', 'label'))"
 
 
 def _stages() -> dict[str, dict]:
@@ -105,6 +106,8 @@ def feature_ablation(
                 names = ("train", "evaluate")
             for name in names:
                 stage = {**stages[name], "overrides": {**stages[name]["overrides"], "seed": seed}}
+                if name == "evaluate":  # the held-out tiles, not the validation tiles that chose the checkpoint
+                    stage["overrides"]["datalist"] = HELD_OUT_DATALIST
                 log(f"[pathsegdiff ablation] seed {seed} {arm}: {name}")
                 run_stage(stage, root, data, arm_dir)
             tiles = per_tile_iou(arm_dir / "eval")
