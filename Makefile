@@ -40,10 +40,10 @@ bench-deps: setup
 bench: bench-deps
 	OMP_NUM_THREADS=$(BENCH_THREADS) MKL_NUM_THREADS=$(BENCH_THREADS) $(PY) -m tools bench --out bench
 
-# quality on held-out synthetic data: trains every bundle (demo budgets) and runs the ablations; ONLY=claim:NAME
-# (comma-separated) runs the papers' claims one at a time with seeds and intervals, ONLY=claims all of them
-# (tools/bench/claims.py; docs/claims.md)
-ONLY ?= quality
+# quality on held-out synthetic data: every paper's claim through the bundles with seeds and bootstrap intervals
+# (tools/bench/claims.py; docs/claims.md) and the PathSegDiff feature ablation; ONLY=claim:NAME (comma-separated)
+# runs claims one at a time, ONLY=claims all of them
+ONLY ?= claims,pathsegdiff_features
 bench-quality: bench-deps
 	OMP_NUM_THREADS=$(BENCH_THREADS) MKL_NUM_THREADS=$(BENCH_THREADS) $(PY) -m tools bench --out bench --only $(ONLY)
 

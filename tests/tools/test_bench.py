@@ -78,7 +78,7 @@ def test_pathsegdiff_ablation_dataset_and_scores(tmp_path):
     from tools.bench import GROUPS, SCENARIOS
     from tools.bench.pathsegdiff import make_dataset, per_tile_iou
 
-    assert "pathsegdiff_features" in GROUPS["quality"] and "pathsegdiff_features" in SCENARIOS
+    assert GROUPS["quality"] == ["claims", "pathsegdiff_features"] and "pathsegdiff_features" in SCENARIOS
     assert make_dataset(tmp_path / "d", n_train=4, n_val=2, n_test=5, size=32, seed=0) == tmp_path / "d"
     lists = json.loads((tmp_path / "d" / "dataset.json").read_text())
     assert [len(lists[k]) for k in ("training", "validation", "testing")] == [4, 2, 5]
@@ -88,3 +88,14 @@ def test_pathsegdiff_ablation_dataset_and_scores(tmp_path):
     (tmp_path / "e" / "per_case.csv").write_text("case,mean_iou,mean_dice\r\ntile_0006,0.5,0.6\r\ntile_0007,,0.1\r\n")
     scores = per_tile_iou(tmp_path / "e")
     assert scores["tile_0006"] == 0.5 and scores["tile_0007"] != scores["tile_0007"]  # NaN for an undefined score
+
+
+def test_pathsegdiff_ablation_scores_held_out_tiles():
+    """Each arm is scored on the testing tiles, not on the validation tiles that chose its checkpoint."""
+    from tools.bench.pathsegdiff import _stages, seeded_stage
+
+    stages = _stages()
+    evaluate = seeded_stage(stages["evaluate"], 3)
+    assert "'testing'" in evaluate["overrides"]["datalist"] and evaluate["overrides"]["seed"] == 3
+    train = seeded_stage(stages["train"], 3)
+    assert "datalist" not in train["overrides"] and train["overrides"]["seed"] == 3

@@ -5,9 +5,10 @@ is its own (``python -m tools.bench SCENARIO --work W --json OUT``):
 
 - speed (``make bench``): ``ct_liver``, ``ct_tumor`` (:mod:`.ct`), ``slide_5000``, ``slide_20000``
   (:mod:`.slides`), ``train_input`` (:mod:`.training`), ``networks`` (:mod:`.networks`);
-- quality (opt-in, ``make bench-quality`` or ``--quality``): ``quality`` (:mod:`.quality`), which trains;
-- claims (opt-in, one at a time: ``--only claim:NAME``): a paper's claim through the bundles with seeds,
-  held-out cases and bootstrap intervals (:mod:`.claims`; ``--device cuda`` runs its GPU preset);
+- quality (opt-in, ``make bench-quality`` or ``--quality``; they train): every paper's claim through the
+  bundles with seeds, held-out cases and bootstrap intervals (``claim:NAME``, :mod:`.claims`; one at a
+  time with ``--only claim:NAME``, all with ``--only claims``; ``--device cuda`` runs their GPU preset)
+  and the PathSegDiff feature ablation ``pathsegdiff_features`` (:mod:`.pathsegdiff`);
 - peers (opt-in: ``--only peer:NAME``, ``make bench-peer``): nnU-Net v2 trained for the bundle's wall
   clock on a CT claim's data and scored on its held-out volumes (:mod:`.peer`).
 
@@ -39,12 +40,11 @@ SCENARIOS = {
     "slide_20000": "tools.bench.slides:scenario_slide_large",
     "train_input": "tools.bench.training:scenario_train_input",
     "networks": "tools.bench.networks:scenario_networks",
-    "quality": "tools.bench.quality:scenario_quality",
     "pathsegdiff_features": "tools.bench.pathsegdiff:scenario_pathsegdiff_features",
 }
 GROUPS = {
     "speed": ["ct_liver", "ct_tumor", "slide_5000", "slide_20000", "train_input", "networks"],
-    "quality": ["quality", "pathsegdiff_features"],
+    "quality": ["claims", "pathsegdiff_features"],
 }
 #: keyword arguments per scenario. ``full``: the issue's sizes; ``small``: a quick check of the whole
 #: run on a busy machine; ``tiny``: the unit test.
@@ -56,7 +56,6 @@ PRESETS = {
         "slide_20000": {"size": 20000, "tissue_px": 2000},
         "train_input": {"steps": 60, "min_epoch_steps": 30},
         "networks": {"size": 256, "batch": 4},
-        "quality": {},
         "pathsegdiff_features": {"seeds": [0, 1, 2], "n_test": 100},
     },
     "small": {
@@ -66,7 +65,6 @@ PRESETS = {
         "slide_20000": {"size": 6000, "tissue_px": 800},
         "train_input": {"steps": 4, "bundles": ["liver_ct_unet_segmentation"]},
         "networks": {"size": 128, "batch": 2, "repeat": 1},
-        "quality": {"bundles": ["liver_ct_unet_segmentation"]},
         "pathsegdiff_features": {"seeds": [0], "n_test": 10},
     },
     "tiny": {
@@ -139,7 +137,7 @@ def run_bench(out: str | os.PathLike = "bench", only: list[str] | str | None = N
         out: folder of ``results.json``.
         only: scenario names (a list or comma-separated); default the speed group, plus the quality
             group with ``quality=True``.
-        quality: also run the quality scenarios (they train: tens of minutes on CPU).
+        quality: also run the quality scenarios (they train: about 100 minutes on 2 CPU cores).
         device: ``cpu`` or ``cuda`` (GPU rows: AMP, channels-last).
         preset: ``full`` (the issue's sizes), ``small`` or ``tiny`` (see :data:`PRESETS`).
         docs: the Markdown file to write; default ``docs/benchmarks.md`` of the repository.

@@ -335,12 +335,23 @@ def claim_diagnostics(claim: Claim, tables: Mapping[str, Sequence[Mapping[str, M
     return out
 
 
+def stages_budget(stages: Sequence[Mapping], synth: Mapping) -> str:
+    """The training budget of recipe stages in words: the training stages' overrides that set it and the data."""
+    parts = []
+    for stage in stages:
+        if any(Path(c).name.startswith("train") for c in stage["config"]):
+            keys = {k: v for k, v in (stage.get("overrides") or {}).items()
+                    if any(w in k for w in ("epoch", "batch", "learning_rate", "lr", "roi", "patch", "spacing",
+                                            "crop", "arch", "encoder", "init_filters", "depth"))}
+            parts.append(f"{stage['name']}: " + ", ".join(f"{k}={v}" for k, v in keys.items()))
+    data = f"synthetic {synth.get('kind')} n={synth.get('n')} {synth.get('options', {})}"
+    return "; ".join(parts) + f"; data {data}; CPU"
+
+
 def claim_budget(claim: Claim, recipe_stages: Mapping[str, dict], preset: str) -> str:
     """The training budget in words: the recipe's training overrides, the split and the preset."""
-    from tools.bench.quality import demo_budget
-
     train = [s for s in claim.stages if s.startswith("train")]
-    text = demo_budget({"stages": [recipe_stages[s] for s in train], "synth": {**claim.data, "n": sum(claim.split)}})
+    text = stages_budget([recipe_stages[s] for s in train], {**claim.data, "n": sum(claim.split)})
     if preset == "gpu" and claim.gpu:
         text += f"; GPU preset overrides {json.dumps(claim.gpu)}"
     n_train, n_val, n_test = claim.split

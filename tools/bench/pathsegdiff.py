@@ -67,6 +67,15 @@ def write_initial_weights(root: Path, overrides: dict, seed: int) -> None:
     torch.save(extractor.diffusion.state_dict(), root / "models" / "diffusion.pt")
 
 
+def seeded_stage(stage: dict, seed: int) -> dict:
+    """A demo stage at ``seed``; the ``evaluate`` stage scores the held-out testing tiles, not the validation
+    tiles that chose the checkpoint."""
+    overrides = {**stage["overrides"], "seed": seed}
+    if stage["name"] == "evaluate":
+        overrides["datalist"] = HELD_OUT_DATALIST
+    return {**stage, "overrides": overrides}
+
+
 def per_tile_iou(eval_dir: Path) -> dict[str, float]:
     with open(eval_dir / "per_case.csv", newline="") as f:
         return {row["case"]: float(row["mean_iou"]) if row["mean_iou"] not in ("", "nan") else np.nan
@@ -105,9 +114,7 @@ def feature_ablation(
                 write_initial_weights(root, model_keys, seed)
                 names = ("train", "evaluate")
             for name in names:
-                stage = {**stages[name], "overrides": {**stages[name]["overrides"], "seed": seed}}
-                if name == "evaluate":  # the held-out tiles, not the validation tiles that chose the checkpoint
-                    stage["overrides"]["datalist"] = HELD_OUT_DATALIST
+                stage = seeded_stage(stages[name], seed)
                 log(f"[pathsegdiff ablation] seed {seed} {arm}: {name}")
                 run_stage(stage, root, data, arm_dir)
             tiles = per_tile_iou(arm_dir / "eval")

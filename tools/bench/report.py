@@ -7,7 +7,8 @@ from pathlib import Path
 HEADER = """# Benchmarks
 
 Written by `make bench` (`python -m tools bench --out bench`) from `bench/results.json`; do not
-edit by hand. `make bench-quality` adds the quality rows (it trains), `--device cuda` adds GPU rows.
+edit by hand. `make bench-quality` adds the quality rows (the papers' claims with seeds and ci95, see
+[claims.md](claims.md); they train), `--device cuda` adds GPU rows.
 Results of several machines are merged by machine key. Synthetic data throughout; ratios are taken
 within one run so that machine noise cancels. Peak memory is each scenario process's `ru_maxrss`
 (the interpreter, torch and MONAI included). Goals are those of issue 19 (:data:`GOALS`, by device);
@@ -196,26 +197,6 @@ def _networks(r: dict, device: str = "cpu") -> list[str]:
     return lines + [""]
 
 
-def _quality(r: dict) -> list[str]:
-    lines = ["### Quality on held-out synthetic data (opt-in: `make bench-quality`)", ""]
-    if "error" in r:
-        return lines + [f"Not measured: {r['error']}", ""]
-    budgets: dict[str, str] = {}
-    lines += [f"{r['data']}; {_run_line(r)}. Training budgets (B1, B2, ...) are listed under the table.", "",
-              "| bundle | comparison | arm | metric | value | held-out n | budget |", "|---|---|---|---|---|---|---|"]
-    for row in r["rows"]:
-        value = _f(row["value"], 3) if row.get("value") is not None else row.get("status", "–")
-        note = f" ({row['note']})" if row.get("note") else ""
-        ref = budgets.setdefault(row["budget"], f"B{len(budgets) + 1}")
-        lines.append(f"| {row['bundle']} | {row['comparison']} | {row['arm']} | {row['metric']} | {value}{note} | "
-                     f"{row.get('n_held_out', '–')} | {ref} |")
-    for err in r.get("errors", []):
-        lines.append(f"| {err['bundle']} | {err.get('ablation', '')} | not measured: {err['error']} | | | | |")
-    lines.append("")
-    lines += [f"- {ref}: {text}" for text, ref in budgets.items()]
-    return lines + [""]
-
-
 def _ablation(r: dict, title: str) -> list[str]:
     """Rows with a mean and a bootstrap ci95 over held-out cases and seeds, and the paired difference."""
     lines = [f"### {title}", ""]
@@ -246,8 +227,6 @@ def render_markdown(data: dict) -> str:
             lines += _train(scen["train_input"])
         if "networks" in scen:
             lines += _networks(scen["networks"], device)
-        if "quality" in scen:
-            lines += _quality(scen["quality"])
         if any(name.startswith("claim:") for name in scen):
             from tools.bench.claims import floor_lines
 
