@@ -14,6 +14,7 @@ import torch
 
 from liverseg_monai.io.meta import affine_of
 from liverseg_monai.metrics.ct import case_metrics
+from liverseg_monai.metrics.lesions import lesion_dice_by_size
 
 STRUCTURES = {"liver": (1, 2), "tumor": (2,), "portal_vein": (3,), "aorta": (4,)}
 
@@ -32,7 +33,9 @@ def cascade_case_metrics(pred, label, spacing: Sequence[float], class_names: dic
     tumours, as liver Dice is usually reported), ``tumor`` label 2, ``portal_vein`` 3, ``aorta`` 4; the
     values of ``class_names`` pick which are measured. Per structure: Dice, IoU, precision, sensitivity
     (``recall``), accuracy, HD95 in mm and volumes (:func:`liverseg_monai.metrics.ct.case_metrics`).
-    Plus ``tumor_burden_pct`` / ``ref_tumor_burden_pct`` (tumour % of liver) and their absolute difference.
+    Plus ``tumor_burden_pct`` / ``ref_tumor_burden_pct`` (tumour % of liver) and their absolute difference,
+    and, when the tumour is measured, the lesion-wise Dice by lesion size
+    (:func:`liverseg_monai.metrics.lesions.lesion_dice_by_size`: ``tumor_lesion_dice_lt10mm``, ...).
     """
     p = pred.detach().cpu().numpy() if isinstance(pred, torch.Tensor) else np.asarray(pred)
     g = label.detach().cpu().numpy() if isinstance(label, torch.Tensor) else np.asarray(label)
@@ -43,6 +46,9 @@ def cascade_case_metrics(pred, label, spacing: Sequence[float], class_names: dic
     out["tumor_burden_pct"] = tumor_burden(p)
     out["ref_tumor_burden_pct"] = tumor_burden(g)
     out["tumor_burden_abs_error"] = abs(out["tumor_burden_pct"] - out["ref_tumor_burden_pct"])
+    if "tumor" in class_names.values():
+        tumor = STRUCTURES["tumor"]
+        out.update(lesion_dice_by_size(np.isin(p, tumor), np.isin(g, tumor), spacing))
     return out
 
 

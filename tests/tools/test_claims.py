@@ -71,6 +71,10 @@ def test_claim_rows_carry_the_protocol_and_a_verdict():
     assert error["arm"] == "B - A" and error["verdict"] == "shown" and error["mean"] == pytest.approx(0.1, abs=0.02)
     with pytest.raises(KeyError, match="column 'dice' missing"):
         claim_rows("demo", _claim(), {"x": _tables(0.1)["x"], "y": [{c: {} for c in _tables(0)["y"][0]}] * 3}, "b")
+    # a metric no held-out case has a value for (a lesion-size bin without lesions): one undefined row, no effect
+    empty = {run: [{c: {"dice": float("nan")} for c in per_seed[0]}] * 3 for run, per_seed in _tables(0.1).items()}
+    (row,) = claim_rows("demo", _claim(), empty, "b")
+    assert row["mean"] is None and row["ci95"] is None and row["verdict"].startswith("undefined")
 
 
 def test_stage_overrides_stack_configs_and_seed():
@@ -148,7 +152,11 @@ def test_runs_shared_by_claims_train_once_per_bench_command(tmp_path, monkeypatc
         if stage["name"] == "evaluate":
             (run_dir / "eval").mkdir(parents=True, exist_ok=True)
             weak = "weight" in (models / "model_train_tumor.pt").read_text()
-            rows = ["case,tumor_dice,tumor_dice_no_ac"] + [f"c{i},{0.5 + 0.01 * i - 0.1 * weak},0.4" for i in range(4)]
+            bins = ("10to20mm", "ge20mm")  # and lt10mm: no lesion of that size in any case (empty cells)
+            header = ["case", "tumor_dice", "tumor_dice_no_ac", "tumor_lesion_dice_lt10mm", "tumor_lesion_dice_lt10mm_no_ac"]
+            header += [f"tumor_lesion_dice_{b}{s}" for b in bins for s in ("", "_no_ac")]
+            rows = [",".join(header)] + [f"c{i}," + ",".join([f"{0.5 + 0.01 * i - 0.1 * weak},0.4,,"] + ["0.6,0.5"] * 2)
+                                         for i in range(4)]
             (run_dir / "eval" / "per_case.csv").write_text("\n".join(rows) + "\n")
 
     monkeypatch.setattr(runner, "copy_bundle", fake_copy)
@@ -161,7 +169,10 @@ def test_runs_shared_by_claims_train_once_per_bench_command(tmp_path, monkeypatc
     # two seeds of the shared pipeline (3 stages) + two seeds of the weak-supervision-off run (2 stages)
     assert stages.count("train_liver") == 2 and stages.count("train_tumor") == 4 and stages.count("evaluate") == 4
     assert [c[3] for c in calls if c[2] == "train_tumor"].count(0.0) == 2
-    assert ac["rows"][-1]["verdict"] == "shown"  # 0.5.. vs 0.4 on every case
+    effects = {r["metric"]: r for r in ac["rows"] if "difference" in r["metric"] or r["mean"] is None}
+    assert effects["dice, paired difference"]["verdict"] == "shown"  # 0.5.. vs 0.4 on every case
+    assert effects["lesion_dice_lt10mm"]["verdict"].startswith("undefined")
+    assert effects["lesion_dice_ge20mm, paired difference"]["mean"] == pytest.approx(0.1, abs=1e-6)
     on_off = {r["arm"]: r["mean"] for r in ws["rows"]}
     assert on_off["weak supervision on - weak supervision off"] == pytest.approx(0.1, abs=1e-6)
     monkeypatch.setenv(claims.SESSION_ENV, "command-2")

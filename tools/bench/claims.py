@@ -138,8 +138,10 @@ CLAIMS: dict[str, Claim] = {
         **_TUMOUR_PROTOCOL,
         runs={"cascade": _CASCADE},
         arms={"active contour on": ("cascade", "tumor_{metric}"), "active contour off": ("cascade", "tumor_{metric}_no_ac")},
-        metrics=("dice",),
-        diagnostics=("volume_ml", "ref_volume_ml", "precision", "recall"),
+        # case Dice, then lesion-wise Dice by reference-lesion diameter (liverseg_monai.metrics.lesions, LiTS bins)
+        metrics=("dice", "lesion_dice_lt10mm", "lesion_dice_10to20mm", "lesion_dice_ge20mm"),
+        diagnostics=("volume_ml", "ref_volume_ml", "precision", "recall", "lesions_lt10mm", "lesions_10to20mm",
+                     "lesions_ge20mm"),
         effect=("active contour on", "active contour off"),
     ),
     "tumour_weak_supervision": Claim(
@@ -294,9 +296,15 @@ def claim_rows(claim_name: str, claim: Claim, tables: Mapping[str, Sequence[Mapp
         scores = {}
         for arm, (run, template) in claim.arms.items():
             column = template.format(metric=metric)
-            scores[arm] = np.array([[per_seed[c].get(column, np.nan) for c in cases] for per_seed in tables[run]])
-            if np.all(np.isnan(scores[arm])):
+            if not any(column in case for per_seed in tables[run] for case in per_seed.values()):
                 raise KeyError(f"claim {claim_name}: column {column!r} missing from run {run!r}'s per_case.csv")
+            scores[arm] = np.array([[per_seed[c].get(column, np.nan) for c in cases] for per_seed in tables[run]])
+        if all(np.all(np.isnan(v)) for v in scores.values()):  # e.g. a lesion-size bin no held-out case has
+            rows.append({"claim": claim_name, "bundle": claim.bundle, "comparison": claim_name, "arm": " / ".join(scores),
+                         "metric": metric, "mean": None, "value": None, "ci95": None, "n_held_out": len(cases),
+                         "seeds": seeds, "budget": budget, "verdict": "undefined: no held-out case has a value"})
+            continue
+        for arm in claim.arms:
             with warnings.catch_warnings():  # a case without touching droplets has no touching score (NaN)
                 warnings.simplefilter("ignore", RuntimeWarning)
                 mean, ci = bootstrap_ci(scores[arm], n_boot=n_boot)
@@ -438,7 +446,8 @@ CLAIM_INDEX = {
     "DINO vs random encoder initialisation at 10, 25 and 100 % of the labels": [],
     "two-stage global-local pipeline vs one multi-class network (tumour paper)": ["claim:two_stage_vs_one_network"],
     "clinical weak supervision on vs off (tumour stage)": ["claim:tumour_weak_supervision"],
-    "active contour on vs off (by lesion size: not measured yet, all lesions together)": ["claim:tumour_active_contour"],
+    "active contour on vs off, by lesion size (case Dice, then lesion-wise Dice of reference lesions under 10 mm, "
+    "10-20 mm and over 20 mm)": ["claim:tumour_active_contour"],
     "liver CT quality (no comparison: the floor of point 5)": ["claim:liver_ct_quality"],
     "Mask R-CNN vs clump splitting (AP50, F1, Jaccard, steatosis-area error)": ["claim:maskrcnn_vs_clump_splitting"],
     "PathSegDiff head on LDM features vs random encoder (vs DINO features)": ["pathsegdiff_features"],
@@ -541,7 +550,8 @@ def write_claims_markdown(results: Mapping, path: str | Path) -> Path:
                           "| arm | metric | mean | ci95 | verdict | held-out cases | seeds |", "|---|---|---|---|---|---|---|"]
                 for r in res["rows"]:
                     ci = r.get("ci95") or ["", ""]
-                    lines.append(f"| {r['arm']} | {r['metric']} | {r.get('mean', r.get('value'))} | "
+                    mean = r.get("mean", r.get("value"))
+                    lines.append(f"| {r['arm']} | {r['metric']} | {'–' if mean is None else mean} | "
                                  f"[{ci[0]}, {ci[1]}] | {r.get('verdict', '')} | {r.get('n_held_out', '')} | "
                                  f"{len(r.get('seeds') or [])} |")
                 lines += ["", f"Budget: {res.get('budget', '')}", ""]
