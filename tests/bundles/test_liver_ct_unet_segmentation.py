@@ -138,3 +138,18 @@ def test_nifti_header_variants_keep_the_input_shape_and_affine(tmp_path):
         out = nib.load(tmp_path / "infer" / f"{name.split('.')[0]}_seg.nii.gz")
         assert out.shape == src.shape, name
         np.testing.assert_allclose(out.affine, src.affine, atol=1e-4, err_msg=name)
+
+
+def test_standalone_train_config_repeats_the_inference_pieces_exactly():
+    """train.json stands alone (MONAI Label's /train reads it by itself, docs/architecture.md), so the
+    network, the training-time defaults it reads and the volume transforms must equal inference.json's."""
+    train = json.loads((BUNDLE / "configs" / "train.json").read_text())
+    infer = json.loads((BUNDLE / "configs" / "inference.json").read_text())
+    for key in ("network_def", "num_classes", "context_slices", "in_channels", "spatial_size", "hu_window"):
+        assert train[key] == infer[key], key
+    inference_steps = infer["preprocessing"]["transforms"]
+    train_steps = [t for t in train["volume_transforms"] if t["_target_"] != "MapLabelValued"]  # labels only
+    assert [t["_target_"] for t in train_steps] == [t["_target_"] for t in inference_steps]
+    ignore = {"keys", "allow_missing_keys", "mode", "track_meta"}  # image + label in training, image alone in inference
+    for a, b in zip(train_steps, inference_steps, strict=True):
+        assert {k: v for k, v in a.items() if k not in ignore} == {k: v for k, v in b.items() if k not in ignore}, a["_target_"]
