@@ -112,7 +112,8 @@ def test_claims_markdown_lists_measured_and_missing_claims(tmp_path):
     assert "| A - B | dice, paired difference |" in section and "| shown | 30 | 3 |" in section
     assert "Budget: 28 epochs" in section and "cpu | X" in section
     assert "Not run yet (`python -m tools bench --out bench --only claim:deeplab_deformable_aspp`)" in text
-    assert "no protocol for this claim exists yet" in text.split("## DINO vs random")[1].split("## ")[0]
+    assert "Not run yet (`python -m tools bench --out bench --only claim:dino_init_10pct_labels`)" in \
+        text.split("## DINO vs random")[1].split("## ")[0]
 
 
 def test_floors_point_at_rows_the_claims_write():
@@ -186,3 +187,49 @@ def test_diagnostics_average_the_arm_columns():
     claim = _claim(arms={"A": ("x", "t_{metric}"), "B": ("x", "t_{metric}_no_ac")}, diagnostics=("vol", "missing"))
     tables = {"x": [{"c1": {"t_vol": 1.0, "t_vol_no_ac": 3.0}, "c2": {"t_vol": 2.0, "t_vol_no_ac": float("nan")}}] * 2}
     assert claim_diagnostics(claim, tables) == {"A": {"t_vol": 1.5}, "B": {"t_vol_no_ac": 3.0}}
+
+
+def test_dino_claims_pretrain_once_and_only_the_dino_arm_takes_the_weights(tmp_path, monkeypatch):
+    """The three label fractions share one DINO pretraining per bench command (on training + validation
+    tiles, never the held-out ones); the DINO arm's train stage gets its weights, the random arm none; both
+    arms see the same label subset and the same number of steps."""
+    import tools.bench.claims as claims
+    import tools.runner as runner
+
+    calls = []
+
+    def fake_copy(bundle, dest):
+        (dest / "models").mkdir(parents=True)
+        return dest
+
+    def fake_stage(stage, root, data, run_dir, **kw):
+        calls.append((run_dir, stage["name"], dict(stage["overrides"])))
+        if stage["name"] == "train" and "datalist_keys" in stage["overrides"]:  # the DINO bundle
+            (root / "models" / "backbone.pt").write_text("weights")
+        if stage["name"] == "evaluate":
+            (run_dir / "eval").mkdir(parents=True, exist_ok=True)
+            dino = any(c[2].get("pretrained_weights") for c in calls if c[0] == run_dir and c[1] == "train")
+            rows = ["case,mean_iou,mean_dice"] + [f"t{i},{0.5 + 0.1 * dino + 0.01 * i},0.6" for i in range(4)]
+            (run_dir / "eval" / "per_case.csv").write_text("\n".join(rows) + "\n")
+
+    monkeypatch.setattr(runner, "copy_bundle", fake_copy)
+    monkeypatch.setattr(runner, "run_stage", fake_stage)
+    monkeypatch.setattr(claims, "make_claim_data", lambda claim, out: out)
+    monkeypatch.setenv(claims.SESSION_ENV, "command-1")
+    results = {f: claims.run_claim(f"dino_init_{f}pct_labels", tmp_path, seeds=[0, 1], log=lambda m: None)
+               for f in (10, 25, 100)}
+    pretrain = [c for c in calls if "datalist_keys" in c[2]]
+    assert len(pretrain) == 1 and pretrain[0][2]["datalist_keys"] == ["training", "validation"]
+    trains = [c for c in calls if c[1] == "train" and "datalist_keys" not in c[2]]
+    assert len(trains) == 3 * 2 * 2  # fractions x arms x seeds
+    weights = {c[2].get("pretrained_weights") for c in trains}
+    assert weights == {None, str(pretrain[0][0] / "bundle" / "models" / "backbone.pt")}
+    steps = {c[2]["train#dataset#data"].rsplit("[", 1)[1]: c[2]["max_epochs"] for c in trains}
+    assert steps == {":5]": 230, ":12]": 96, ":48]": 24}  # the label subset and its epochs (about equal steps)
+    for f, res in results.items():
+        effect = res["rows"][2]
+        assert effect["arm"] == "DINO init - random init" and effect["verdict"] == "shown", f
+        assert "pretraining: pathology_dino_pretraining" in res["budget"]
+    with pytest.raises(ValueError, match="no pretrain"):
+        claims._stage({"train": {"name": "train", "config": ["train.json"], "overrides": {}}}, "train",
+                      claims.Run(overrides={"train": {"pretrained_weights": claims.PRETRAINED}}), {}, 0)

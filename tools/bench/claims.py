@@ -61,6 +61,29 @@ class Run:
     stages: Sequence[str] | None = None
 
 
+#: an override value replaced by the path of the claim's pretrained weights (:class:`Pretrain`)
+PRETRAINED = "<pretrained weights>"
+
+
+@dataclass
+class Pretrain:
+    """A self-supervised stage of another bundle, run once per claim data and bench command, whose weights
+    file the claim's runs take through the :data:`PRETRAINED` override value.
+
+    Attributes:
+        bundle: the bundle that pretrains (its recipe's ``demo`` stage ``stage``).
+        weights: the file it writes, relative to its bundle copy.
+        overrides: added to the recipe stage's overrides.
+        seed: its training seed (one pretraining is shared by every training seed of the claim).
+    """
+
+    bundle: str
+    stage: str = "train"
+    weights: str = "models/backbone.pt"
+    overrides: Mapping = field(default_factory=dict)
+    seed: int = 0
+
+
 @dataclass
 class Claim:
     """A paper's claim as a comparison of two arms of one bundle (see the module docstring)."""
@@ -79,6 +102,7 @@ class Claim:
     gpu: Mapping[str, Mapping] = field(default_factory=dict)  # stage -> extra overrides of the GPU preset
     tried: str = ""  # what was tried where the effect is not shown (written to docs/claims.md)
     diagnostics: Sequence[str] = ()  # more per-case columns (arm templates) averaged per arm, to explain a result
+    pretrain: Pretrain | None = None  # a self-supervised stage some runs start from (``PRETRAINED``)
 
 
 _CPU_ONLY = ("Only the CPU preset (the demo recipe's budget) was run, with the bundle's default hyper-parameters; "
@@ -96,6 +120,45 @@ _TUMOUR_PROTOCOL = {"data": _HCC_DATA, "split": (16, 4, 20), "stages": ("train_l
                     "tried": _CPU_ONLY + _TUMOUR_DIAGNOSIS, "gpu": _TUMOUR_GPU}
 #: the tumour pipeline as the bundle ships it, scored on the held-out cases (three claims share this run)
 _CASCADE = Run(overrides={"evaluate": {"datalist": HELD_OUT_DATALIST}})
+
+_HISTO_DATA = {"kind": "histo", "seed": 17, "options": {"size": 128, "realism": "full"}}
+_HISTO_SPLIT = (48, 12, 100)
+#: DINO on the claim's unlabelled training and validation tiles (never the held-out ones), ResNet-18 as in the
+#: DINO demo, for 40 epochs: about the demo's 525 optimisation steps (its 400 tiles x 7 patches, 6 epochs,
+#: batch 32) on these 60 tiles x 7 patches
+_DINO_PRETRAIN = Pretrain(bundle="pathology_dino_pretraining", overrides={"datalist_keys": ["training", "validation"],
+                                                                          "max_epochs": 40})
+
+
+def _dino_claim(fraction: float) -> Claim:
+    """DINO vs random encoder initialisation of the DeepLab bundle with ``fraction`` of the labelled tiles.
+
+    Both arms: ResNet-18 encoder (the DINO backbone's architecture), the first ``fraction`` of the
+    training tiles (tiles are drawn independently and consecutive ones rotate through the staining
+    sites, so the first ``n`` are a sample of every site), and about as many optimisation steps as the
+    full-label recipe (its 24 epochs scaled by ``1 / fraction``: compute is held equal, only the
+    initialisation and the labels differ); checkpoint chosen on the validation tiles, scored on the
+    held-out ones.
+    """
+    n = max(1, round(_HISTO_SPLIT[0] * fraction))
+    epochs = round(24 * _HISTO_SPLIT[0] / n)
+    subset = f"$liverseg_monai.data.load_datalist(@dataset_dir, 'training', fold=@fold, require=('image', 'label'))[:{n}]"
+    train = {"train#dataset#data": subset, "max_epochs": epochs, "val_interval": max(1, epochs // 3)}
+    held_out = {"datalist": HELD_OUT_DATALIST}
+    return Claim(
+        bundle="liver_pathology_deeplab_segmentation",
+        claim=f"an encoder pretrained with DINO on unlabelled liver H&E beats random initialisation when "
+              f"{fraction:.0%} of the labelled tiles ({n} of {_HISTO_SPLIT[0]}) are used",
+        data=_HISTO_DATA, split=_HISTO_SPLIT, pretrain=_DINO_PRETRAIN,
+        runs={"random": Run(overrides={"*": {"encoder": "resnet18"}, "train": train, "evaluate": held_out}),
+              "dino": Run(overrides={"*": {"encoder": "resnet18"}, "train": {**train, "pretrained_weights": PRETRAINED},
+                                     "evaluate": held_out})},
+        arms={"DINO init": ("dino", "{metric}"), "random init": ("random", "{metric}")},
+        metrics=("mean_iou", "mean_dice"),
+        effect=("DINO init", "random init"),
+        gpu={"*": {"encoder": "resnet50", "aspp_channels": 256, "decoder_channels": 256, "patch_size": [128, 128]}},
+    )
+
 
 #: the claims of issue 17 point 3 that run through this protocol (the PathSegDiff feature claim is the
 #: scenario ``pathsegdiff_features``; the DeepLab ASPP/DINO claims run through ``tools.ablation_deeplab``)
@@ -177,8 +240,8 @@ CLAIMS: dict[str, Claim] = {
     "deeplab_deformable_aspp": Claim(
         bundle="liver_pathology_deeplab_segmentation",
         claim="deformable convolutions inside ASPP improve DeepLabV3+ on liver H&E tissue classes",
-        data={"kind": "histo", "seed": 17, "options": {"size": 128, "realism": "full"}},
-        split=(48, 12, 100),
+        data=_HISTO_DATA,
+        split=_HISTO_SPLIT,
         runs={"deformable": Run(overrides={"evaluate": {"datalist": HELD_OUT_DATALIST}}),
               "standard": Run(overrides={"*": {"+configs": ["baseline_deeplab_aspp.json"]},
                                          "evaluate": {"datalist": HELD_OUT_DATALIST}})},
@@ -190,6 +253,9 @@ CLAIMS: dict[str, Claim] = {
         gpu={"*": {"encoder": "resnet50", "aspp_channels": 256, "decoder_channels": 256, "patch_size": [128, 128]},
              "train": {"max_epochs": 200}},
     ),
+    "dino_init_10pct_labels": _dino_claim(0.10),
+    "dino_init_25pct_labels": _dino_claim(0.25),
+    "dino_init_100pct_labels": _dino_claim(1.0),
 }
 
 
@@ -249,11 +315,17 @@ def make_claim_data(claim: Claim, out: Path) -> Path:
 # ------------------------------------------------------------------------------------------ running
 
 
-def _stage(recipe_stages: Mapping[str, dict], name: str, run: Run, extra: Mapping[str, Mapping], seed: int) -> dict:
+def _stage(recipe_stages: Mapping[str, dict], name: str, run: Run, extra: Mapping[str, Mapping], seed: int,
+           pretrained: Path | None = None) -> dict:
     stage = dict(recipe_stages[name])
     overrides = dict(stage.get("overrides") or {})
     for source in (run.overrides.get("*", {}), run.overrides.get(name, {}), extra.get("*", {}), extra.get(name, {})):
         overrides.update(source)
+    for key, value in overrides.items():
+        if value == PRETRAINED:
+            if pretrained is None:
+                raise ValueError(f"stage {name}: {key} asks for pretrained weights but the claim has no pretrain")
+            overrides[key] = str(pretrained)
     configs = list(stage["config"]) if isinstance(stage["config"], list | tuple) else [stage["config"]]
     configs += list(overrides.pop("+configs", []))
     return {**stage, "config": configs, "overrides": {**overrides, "seed": seed}}
@@ -263,6 +335,32 @@ def _stage(recipe_stages: Mapping[str, dict], name: str, run: Run, extra: Mappin
 #: command (two claims sharing a run, such as the tumour pipeline with weak supervision and its active
 #: contour) are reused; a later command always trains again, so code changes are never hidden by a cache
 SESSION_ENV = "LIVERSEG_BENCH_SESSION"
+
+
+def pretrain_weights(claim: Claim, data: Path, data_key: str, runs_dir: Path, session: str,
+                     log: Callable[[str], None] = print) -> Path:
+    """Run the claim's :class:`Pretrain` stage on the claim data (once per bench command) and return its weights."""
+    from tools.recipes import load_recipe
+    from tools.runner import copy_bundle, run_stage
+
+    pre = claim.pretrain
+    spec = [pre.bundle, data_key, pre.stage, dict(pre.overrides), pre.seed]
+    run_dir = runs_dir / f"{pre.bundle}-{hashlib.sha1(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:12]}"
+    weights = run_dir / "bundle" / pre.weights
+    done = run_dir / ".complete"
+    if session and done.is_file() and done.read_text() == session and weights.is_file():
+        log(f"[pretrain {pre.bundle}] trained earlier in this bench run, reused")
+        return weights
+    shutil.rmtree(run_dir, ignore_errors=True)
+    root = copy_bundle(pre.bundle, run_dir / "bundle")
+    stage = {s["name"]: s for s in load_recipe(pre.bundle)["demo"]["stages"]}[pre.stage]
+    stage = {**stage, "overrides": {**(stage.get("overrides") or {}), **pre.overrides, "seed": pre.seed}}
+    log(f"[pretrain {pre.bundle}] {pre.stage}")
+    run_stage(stage, root, data, run_dir)
+    if not weights.is_file():
+        raise FileNotFoundError(f"{weights}: the {pre.bundle} stage {pre.stage} did not write its weights")
+    done.write_text(session)
+    return weights
 
 
 def run_key(claim: Claim, run_name: str, data_key: str, extra: Mapping) -> str:
@@ -360,6 +458,10 @@ def claim_budget(claim: Claim, recipe_stages: Mapping[str, dict], preset: str) -
     """The training budget in words: the recipe's training overrides, the split and the preset."""
     train = [s for s in claim.stages if s.startswith("train")]
     text = stages_budget([recipe_stages[s] for s in train], {**claim.data, "n": sum(claim.split)})
+    if claim.pretrain:
+        pre = claim.pretrain
+        text += (f"; pretraining: {pre.bundle} recipe stage {pre.stage} with {json.dumps(dict(pre.overrides))}, seed "
+                 f"{pre.seed}, one pretraining shared by every training seed")
     if preset == "gpu" and claim.gpu:
         text += f"; GPU preset overrides {json.dumps(claim.gpu)}"
     n_train, n_val, n_test = claim.split
@@ -395,6 +497,7 @@ def run_claim(name: str, work: str | Path, preset: str = "cpu", seeds: Sequence[
     session = os.environ.get(SESSION_ENV, "")
     run_dirs = {run_name: work.parent / "runs" / f"{claim.bundle}-{run_key(claim, run_name, data_key, extra)}"
                 for run_name in claim.runs}
+    pretrained = pretrain_weights(claim, data, data_key, work.parent / "runs", session, log) if claim.pretrain else None
     for seed in claim.seeds:
         t_seed, train_s = time.time(), 0.0
         for run_name, run in claim.runs.items():
@@ -413,7 +516,7 @@ def run_claim(name: str, work: str | Path, preset: str = "cpu", seeds: Sequence[
                 else:
                     root = copy_bundle(claim.bundle, run_dir / "bundle")
                 for stage_name in run.stages or claim.stages:
-                    stage = _stage(recipe_stages, stage_name, run, extra, seed)
+                    stage = _stage(recipe_stages, stage_name, run, extra, seed, pretrained)
                     log(f"[claim {name}] seed {seed} {run_name}: {stage_name}")
                     t_stage = time.time()
                     run_stage(stage, root, data, run_dir)
@@ -443,7 +546,8 @@ def scenario_claim(work: Path, name: str, **kwargs) -> dict:
 #: every claim of issue 17 point 3 -> where it is measured (scenario names in bench/results.json)
 CLAIM_INDEX = {
     "deformable vs standard ASPP (DeepLabV3+, H&E)": ["claim:deeplab_deformable_aspp"],
-    "DINO vs random encoder initialisation at 10, 25 and 100 % of the labels": [],
+    "DINO vs random encoder initialisation at 10, 25 and 100 % of the labels (DeepLabV3+, H&E)": [
+        "claim:dino_init_10pct_labels", "claim:dino_init_25pct_labels", "claim:dino_init_100pct_labels"],
     "two-stage global-local pipeline vs one multi-class network (tumour paper)": ["claim:two_stage_vs_one_network"],
     "clinical weak supervision on vs off (tumour stage)": ["claim:tumour_weak_supervision"],
     "active contour on vs off, by lesion size (case Dice, then lesion-wise Dice of reference lesions under 10 mm, "
