@@ -219,7 +219,8 @@ def test_bundle_head_and_labels_line_up(demo_run):
     counts = np.bincount(test_y.numpy().ravel(), minlength=len(names))
     assert [per_class[n]["reference_pixels"] for n in names] == counts.tolist(), (per_class, counts)
     mean_iou = summary["metrics"]["mean_iou"] if "metrics" in summary else summary["mean_iou"]
-    # measured at this budget: background IoU 0.83, mIoU 0.55 (before the fix 0.001 and 0.13)
+    # measured at this budget on the validation tiles (before the recipe scored the testing tiles): background
+    # IoU 0.83, mIoU 0.55 (before the fix 0.001 and 0.13); CI passes these bounds on the testing tiles
     assert per_class["background"]["iou"] > 0.6, per_class["background"]
     assert mean_iou > 0.45, mean_iou
 
