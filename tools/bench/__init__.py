@@ -137,7 +137,7 @@ def run_bench(out: str | os.PathLike = "bench", only: list[str] | str | None = N
         out: folder of ``results.json``.
         only: scenario names (a list or comma-separated); default the speed group, plus the quality
             group with ``quality=True``.
-        quality: also run the quality scenarios (they train: about 100 minutes on 2 CPU cores).
+        quality: also run the quality scenarios (they train: hours on 2 CPU cores, see the README).
         device: ``cpu`` or ``cuda`` (GPU rows: AMP, channels-last).
         preset: ``full`` (the issue's sizes), ``small`` or ``tiny`` (see :data:`PRESETS`).
         docs: the Markdown file to write; default ``docs/benchmarks.md`` of the repository.
