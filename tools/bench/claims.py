@@ -176,8 +176,7 @@ CLAIMS: dict[str, Claim] = {
         effect=("Mask R-CNN", "clump splitting"),
         lower_is_better=("area_pct_error",),
         tried=_CPU_ONLY + "Touching droplets are where the network is no better than clump splitting at this budget "
-              "(28 epochs, ResNet-18 FPN). The steatosis-area error is scored per tile since this run "
-              "(`area_pct_error`) and appears with the next run.",
+              "(28 epochs, ResNet-18 FPN).",
         gpu={"train": {"max_epochs": 120, "depth": 50, "fpn_channels": 256, "representation_size": 1024,
                        "mask_head_channels": [256, 256, 256, 256]},
              "evaluate": {"depth": 50, "fpn_channels": 256, "representation_size": 1024,
