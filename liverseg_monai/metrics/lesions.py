@@ -53,7 +53,7 @@ def lesion_dice(pred, label, spacing: Sequence[float], margin_mm: float = 10.0) 
     if p.shape != g.shape:
         raise ValueError(f"prediction {p.shape} and reference {g.shape} differ in shape")
     spacing = np.asarray(spacing, dtype=float)
-    components, n = ndimage.label(g, structure=np.ones((3, 3, 3), bool))
+    components, _ = ndimage.label(g, structure=np.ones((3, 3, 3), bool))
     grow = np.ceil(margin_mm / spacing).astype(int)
     out = []
     for index, box in enumerate(ndimage.find_objects(components), start=1):

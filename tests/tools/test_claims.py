@@ -230,6 +230,7 @@ def test_dino_claims_pretrain_once_and_only_the_dino_arm_takes_the_weights(tmp_p
         effect = res["rows"][2]
         assert effect["arm"] == "DINO init - random init" and effect["verdict"] == "shown", f
         assert "pretraining: pathology_dino_pretraining" in res["budget"]
+    assert "run dino: encoder=resnet18" in results[10]["budget"] and "max_epochs=230" in results[10]["budget"]
     with pytest.raises(ValueError, match="no pretrain"):
         claims._stage({"train": {"name": "train", "config": ["train.json"], "overrides": {}}}, "train",
                       claims.Run(overrides={"train": {"pretrained_weights": claims.PRETRAINED}}), {}, 0)

@@ -161,7 +161,7 @@ def _dino_claim(fraction: float) -> Claim:
 
 
 #: the claims of issue 17 point 3 that run through this protocol (the PathSegDiff feature claim is the
-#: scenario ``pathsegdiff_features``; the DeepLab ASPP/DINO claims run through ``tools.ablation_deeplab``)
+#: scenario ``pathsegdiff_features``)
 CLAIMS: dict[str, Claim] = {
     "maskrcnn_vs_clump_splitting": Claim(
         bundle="liver_steatosis_maskrcnn",
@@ -457,6 +457,10 @@ def claim_budget(claim: Claim, recipe_stages: Mapping[str, dict], preset: str) -
     """The training budget in words: the recipe's training overrides, the split and the preset."""
     train = [s for s in claim.stages if s.startswith("train")]
     text = stages_budget([recipe_stages[s] for s in train], {**claim.data, "n": sum(claim.split)})
+    for run_name, run in claim.runs.items():  # what a run changes in training (epochs, label subset, configs)
+        changed = {k: v for stage in ("*", *train) for k, v in run.overrides.get(stage, {}).items()}
+        if changed:
+            text += f"; run {run_name}: " + ", ".join(f"{k}={v}" for k, v in changed.items())
     if claim.pretrain:
         pre = claim.pretrain
         text += (f"; pretraining: {pre.bundle} recipe stage {pre.stage} with {json.dumps(dict(pre.overrides))}, seed "

@@ -24,9 +24,9 @@ import numpy as np
 import torch
 
 from liverseg_monai.metrics.bootstrap import bootstrap_ci, paired_difference_ci, verdict
+from tools.bench.claims import HELD_OUT_DATALIST
 
 BUNDLE = "pathology_pathsegdiff_segmentation"
-HELD_OUT_DATALIST = "$liverseg_monai.data.load_datalist(@dataset_dir, 'testing', require=('image', 'label'))"
 
 
 def _stages() -> dict[str, dict]:
