@@ -99,3 +99,32 @@ def test_pathsegdiff_ablation_scores_held_out_tiles():
     assert "'testing'" in evaluate["overrides"]["datalist"] and evaluate["overrides"]["seed"] == 3
     train = seeded_stage(stages["train"], 3)
     assert "datalist" not in train["overrides"] and train["overrides"]["seed"] == 3
+
+
+def test_realistic_slide_is_mostly_tissue_with_over_a_thousand_patches():
+    """Issue 19 point 5: beside the mostly-glass slides, one with at least 30 % tissue and at least 1000
+    tissue patches at the inference level (the DeepLab slide config's 256-px patches, overlap 0.25)."""
+    from liverseg_monai.inferers.slide import patch_starts
+    from tools.bench import GROUPS, PRESETS, SCENARIOS
+    from tools.bench.slides import TissueDisc, tissue_fraction
+
+    assert "slide_tissue" in SCENARIOS and "slide_tissue" in GROUPS["speed"]
+    size, disc = PRESETS["full"]["slide_tissue"]["size"], PRESETS["full"]["slide_tissue"]["tissue_px"]
+    assert tissue_fraction(size, disc) >= 0.3
+    assert tissue_fraction(5000, 2000) == pytest.approx(3.14159 * 1000**2 / 5000**2, rel=0.01)
+    inside = TissueDisc(size, size, disc)
+    starts = patch_starts(size, 256, 192)
+    centred = sum(bool(inside(y + 128, x + 128)) for y in starts for x in starts)
+    assert centred >= 1000  # patches whose centre is tissue: a lower bound of the tissue-filtered grid
+
+
+def test_slide_rows_show_the_tissue_share():
+    base = {"slide_px": [8000, 8000], "tissue_disc_px": 7000, "tissue_fraction": 0.6, "tiles": 1100,
+            "tiles_per_s_end_to_end": 5.0, "tiles_per_s_forward_only": 5.5, "rate_ratio": 0.91,
+            "tiles_per_s_network_in_run": 5.4, "rate_ratio_to_network_in_run": 0.93, "peak_rss_mb": 1800.0,
+            "patch_px": 256, "batch_size": 4, "weights": "random init (seed 0)", "network_overrides": {},
+            "device": "cpu"}
+    from tools.bench.report import _slides
+
+    md = "\n".join(_slides({"slide_tissue": base}))
+    assert "| 8000x8000 px, tissue disc 7000 px | 60% | 1100 |" in md

@@ -38,12 +38,13 @@ SCENARIOS = {
     "ct_tumor": "tools.bench.ct:scenario_ct_tumor",
     "slide_5000": "tools.bench.slides:scenario_slide_small",
     "slide_20000": "tools.bench.slides:scenario_slide_large",
+    "slide_tissue": "tools.bench.slides:scenario_slide_tissue",
     "train_input": "tools.bench.training:scenario_train_input",
     "networks": "tools.bench.networks:scenario_networks",
     "pathsegdiff_features": "tools.bench.pathsegdiff:scenario_pathsegdiff_features",
 }
 GROUPS = {
-    "speed": ["ct_liver", "ct_tumor", "slide_5000", "slide_20000", "train_input", "networks"],
+    "speed": ["ct_liver", "ct_tumor", "slide_5000", "slide_20000", "slide_tissue", "train_input", "networks"],
     "quality": ["claims", "pathsegdiff_features"],
 }
 #: keyword arguments per scenario. ``full``: the issue's sizes; ``small``: a quick check of the whole
@@ -54,6 +55,7 @@ PRESETS = {
         "ct_tumor": {"shape": [512, 512, 128]},
         "slide_5000": {"size": 5000, "tissue_px": 2000},
         "slide_20000": {"size": 20000, "tissue_px": 2000},
+        "slide_tissue": {"size": 8000, "tissue_px": 7000},
         "train_input": {"steps": 60, "min_epoch_steps": 30},
         "networks": {"size": 256, "batch": 4},
         "pathsegdiff_features": {"seeds": [0, 1, 2], "n_test": 100},
@@ -63,6 +65,7 @@ PRESETS = {
         "ct_tumor": {"shape": [128, 128, 48]},
         "slide_5000": {"size": 3000, "tissue_px": 800},
         "slide_20000": {"size": 6000, "tissue_px": 800},
+        "slide_tissue": {"size": 2000, "tissue_px": 1800},
         "train_input": {"steps": 4, "bundles": ["liver_ct_unet_segmentation"]},
         "networks": {"size": 128, "batch": 2, "repeat": 1},
         "pathsegdiff_features": {"seeds": [0], "n_test": 10},
@@ -78,9 +81,10 @@ CUDA_OPTIONS = {
     "ct_tumor": {"amp": True},
     "slide_5000": {"amp": True, "channels_last": True},
     "slide_20000": {"amp": True, "channels_last": True},
+    "slide_tissue": {"amp": True, "channels_last": True},
     "networks": {"amp": True, "channels_last": True, "batch": 16},
 }
-DEVICE_SCENARIOS = {"ct_liver", "ct_tumor", "slide_5000", "slide_20000", "train_input", "networks"}
+DEVICE_SCENARIOS = {"ct_liver", "ct_tumor", "slide_5000", "slide_20000", "slide_tissue", "train_input", "networks"}
 
 
 def scenario_kwargs(name: str, preset: str = "full", device: str = "cpu") -> dict:
