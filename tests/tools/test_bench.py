@@ -26,6 +26,9 @@ def test_ct_liver_tiny_run_merges_and_renders(tmp_path):
     assert r["end_to_end_s"] > r["forward_only_s"] > 0
     assert r["ratio"] == pytest.approx(r["end_to_end_s"] / r["forward_only_s"])
     assert r["forward_calls_end_to_end"] == r["forward_calls_forward_only"] == 1  # 16 slices, batch 16
+    assert r["read_s"] > 0 and r["write_s"] > 0
+    assert r["read_forward_write_s"] == pytest.approx(r["read_s"] + r["forward_only_s"] + r["write_s"])
+    assert r["ratio_to_read_forward_write"] == pytest.approx(r["end_to_end_s"] / r["read_forward_write_s"])
     assert r["peak_rss_mb"] >= r["rss_before_run_mb"] > 0
     assert len(r["load_average_before"]) == 3
     md = docs.read_text()

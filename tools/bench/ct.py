@@ -4,8 +4,9 @@
 window, resize, slice-wise inference, softmax, invert, argmax, largest component, save NIfTI and
 overlay PNG) on one synthetic CT; ``ct_tumor``: the tumour bundle's two-stage ``inference.json``
 (load, resample, stage 1 on the whole volume, stage 2 on the liver box, active contours, overlay,
-invert, save). Both against the forward passes of the same networks on the same inputs, and the
-peak resident memory of the process.
+invert, save). Both against the forward passes of the same networks on the same inputs, against read +
+forward passes + write (the floor of any pipeline: MONAI's ``LoadImage`` of the input and ``SaveImage`` of
+a mask of its shape, timed in the same process after the run), and the peak resident memory of the process.
 
 The networks are randomly initialised with a fixed seed (speed does not depend on the weights).
 The active-contour cost does depend on the predicted lesions, so ``ct_tumor`` also times the
@@ -89,6 +90,34 @@ def _output_geometry(output_dir: Path, image: Path) -> dict:
     return {"output": segs[0].name, "geometry_kept": bool(same), "output_shape": list(a.shape)}
 
 
+def read_write_s(image: Path, out_dir: Path) -> dict:
+    """Seconds to read the input CT and to write a label mask of its shape, with MONAI's I/O as the bundles use it.
+
+    The floor any pipeline pays around its forward passes: ``LoadImage`` (nibabel reader) of the input,
+    and ``SaveImage`` of a uint8 mask of the input's shape and affine to ``.nii.gz`` (a copy of the saved
+    mask, so the compressed size is a real one).
+    """
+    from monai.transforms import LoadImage, SaveImage
+
+    t = time.perf_counter()
+    img = LoadImage(image_only=True)(str(image))
+    t_read = time.perf_counter() - t
+    segs = sorted(out_dir.glob("*_seg.nii.gz"))
+    mask = LoadImage(image_only=True)(str(segs[0])) if segs else img.new_zeros(img.shape)
+    mask.meta["filename_or_obj"] = str(image)
+    folder = out_dir.parent / "read_write"
+    t = time.perf_counter()
+    SaveImage(output_dir=str(folder), output_postfix="seg", output_ext=".nii.gz", output_dtype=np.uint8,
+              separate_folder=False, print_log=False, resample=False)(mask[None].to(torch.uint8))
+    t_write = time.perf_counter() - t
+    return {"read_s": t_read, "write_s": t_write}
+
+
+def _read_forward_write(row: dict, io: dict) -> dict:
+    total = io["read_s"] + row["forward_only_s"] + io["write_s"]
+    return {**io, "read_forward_write_s": total, "ratio_to_read_forward_write": row["end_to_end_s"] / total}
+
+
 def _device_overrides(device: str, amp: bool) -> dict:
     return {"device": f"$torch.device('{device}')", "evaluator#amp": bool(amp)}
 
@@ -134,7 +163,8 @@ def scenario_ct_liver(work: str | Path, shape=(512, 512, 128), device: str = "cp
 
     calls[0] = 0
     t_fwd, _ = timed(forward_only, device)
-    return {
+    io = read_write_s(data / "ct.nii.gz", out_dir)
+    row = {
         "bundle": "liver_ct_unet_segmentation", "config": "configs/inference.json", "shape": list(shape),
         "weights": f"random init (seed {seed})", "device": device, "amp": amp, "channels_last": channels_last,
         "config_overrides": overrides or {}, "end_to_end_s": t_e2e, "forward_only_s": t_fwd, "ratio": t_e2e / t_fwd, "goal_ratio_max": 1.25,
@@ -144,6 +174,7 @@ def scenario_ct_liver(work: str | Path, shape=(512, 512, 128), device: str = "cp
         "peak_rss_mb": rss_e2e, "rss_before_run_mb": rss_before, "goal_peak_rss_mb_max": 3072,
         **_output_geometry(out_dir, data / "ct.nii.gz"),
     }
+    return {**row, **_read_forward_write(row, io)}
 
 
 class _Timed:
@@ -265,7 +296,8 @@ def scenario_ct_tumor(work: str | Path, shape=(512, 512, 128), device: str = "cp
 
     n_lesions = int(ndimage.label(np.asarray(labels[0]) == 2)[1])
     t_other = t_e2e - timed_refine.seconds  # the pipeline without its contour step
-    return {
+    io = read_write_s(data / "ct.nii.gz", out_dir)
+    row = {
         "bundle": "liver_tumor_ct_segresnetvae", "config": "configs/inference.json", "shape": list(shape),
         "working_grid": list(image.shape[1:]), "weights": f"random init (seed {seed})", "device": device, "amp": amp,
         "end_to_end_s": t_e2e, "forward_only_s": t_fwd, "ratio": t_e2e / t_fwd, "goal_ratio_max": 1.25,
@@ -282,6 +314,7 @@ def scenario_ct_tumor(work: str | Path, shape=(512, 512, 128), device: str = "cp
                 "timed on the phantom's ground-truth labels",
         **geometry,
     }
+    return {**row, **_read_forward_write(row, io)}
 
 
 if __name__ == "__main__":  # pragma: no cover - manual check
