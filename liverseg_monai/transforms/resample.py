@@ -12,6 +12,10 @@ anti-aliased resize everywhere up to the kernels' sampling (within 0.011 on a [0
 models trained with either preprocessing see the same images; ``mode="reflect"`` avoids the slight
 darkening of the outermost voxels that zero padding causes.
 
+On a GPU tensor the same kernels run on the device (:func:`gaussian_smooth_torch`, MONAI's
+``separable_filtering`` with scipy's normalised sampled Gaussian and zero padding) instead of a round
+trip through host memory; ``mode="reflect"`` has no equal in torch's padding and goes through scipy.
+
 The smoothing is not recorded as an invertible operation: ``Invertd`` undoes the ``Resized`` (and
 the orientation) and skips it, as it should (a prediction is not blurred back).
 
@@ -45,13 +49,43 @@ def anti_alias_sigmas(input_shape: Sequence[int], spatial_size: Sequence[int]) -
     return tuple(out)
 
 
+def gaussian_smooth_torch(x: torch.Tensor, sigmas: Sequence[float], truncate: float = 4.0) -> torch.Tensor:
+    """Channel-first ``x`` smoothed on its own device like ``scipy.ndimage.gaussian_filter(mode="constant")``.
+
+    Per axis, scipy's kernel (sampled Gaussian of radius ``int(truncate * sigma + 0.5)``, normalised to
+    sum 1; an axis with sigma 0 is left alone), applied with MONAI's ``separable_filtering`` (zero
+    padding). Float output (float32 unless ``x`` is float64).
+    """
+    from monai.networks.layers import separable_filtering
+
+    dtype = x.dtype if x.dtype in (torch.float32, torch.float64, torch.float16, torch.bfloat16) else torch.float32
+    kernels = []
+    for sigma in sigmas:
+        if sigma <= 0:
+            kernels.append(torch.ones(1, dtype=dtype, device=x.device))
+            continue
+        radius = int(truncate * float(sigma) + 0.5)
+        t = torch.arange(-radius, radius + 1, dtype=torch.float64, device=x.device)
+        k = torch.exp(-0.5 * (t / float(sigma)) ** 2)
+        kernels.append((k / k.sum()).to(dtype))
+    plain = x.as_tensor() if isinstance(x, MetaTensor) else x
+    return separable_filtering(plain.to(dtype)[None], kernels, mode="zeros")[0]
+
+
 def anti_alias(img: torch.Tensor | np.ndarray, spatial_size: Sequence[int], truncate: float = 4.0,
                mode: str = "constant"):
     """Channel-first ``img`` smoothed for a later resize to ``spatial_size`` (same type, dtype, metadata);
-    ``mode`` is scipy's border mode (``constant``: zeros, as MONAI)."""
+    ``mode`` is scipy's border mode (``constant``: zeros, as MONAI). A tensor on a GPU stays there."""
     sigmas = anti_alias_sigmas(img.shape[1:], spatial_size)
     if not any(sigmas):
         return img
+    if isinstance(img, torch.Tensor) and img.device.type != "cpu" and mode == "constant":
+        out = gaussian_smooth_torch(img.detach(), sigmas, truncate)
+        if not img.dtype.is_floating_point:
+            out = out.float()
+        if isinstance(img, MetaTensor):
+            return MetaTensor(out, meta=img.meta, applied_operations=img.applied_operations)
+        return out
     arr = img.detach().cpu().numpy() if isinstance(img, torch.Tensor) else np.asarray(img)
     dtype = arr.dtype if np.issubdtype(arr.dtype, np.floating) else np.float32
     out = np.stack([ndimage.gaussian_filter(c.astype(dtype, copy=False), sigmas, truncate=truncate, mode=mode) for c in arr])

@@ -51,3 +51,17 @@ def test_invertd_undoes_the_resize_and_skips_the_smoothing():
     assert back.shape == (1, 64, 48, 10)
     np.testing.assert_allclose(back.affine, _volume().affine)
     np.testing.assert_allclose(back.as_tensor().numpy(), 1.0, atol=1e-5)
+
+
+@pytest.mark.parametrize("sigmas", [(1.5, 1.5, 0.0), (0.7, 2.0, 1.0)])
+def test_device_path_equals_scipy(sigmas):
+    """The torch smoothing used for GPU tensors (run here on the CPU) is scipy's filter, zero padding."""
+    from scipy import ndimage
+
+    from liverseg_monai.transforms.resample import gaussian_smooth_torch
+
+    x = np.random.default_rng(0).normal(size=(2, 40, 36, 12)).astype(np.float32)
+    ref = np.stack([ndimage.gaussian_filter(c, sigmas, truncate=4.0, mode="constant") for c in x])
+    out = gaussian_smooth_torch(torch.from_numpy(x), sigmas).numpy()
+    assert out.shape == x.shape and out.dtype == np.float32
+    np.testing.assert_allclose(out, ref, atol=1e-5)
