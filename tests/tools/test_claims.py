@@ -115,6 +115,14 @@ def test_claims_markdown_lists_measured_and_missing_claims(tmp_path):
     assert "Not run yet (`python -m tools bench --out bench --only claim:dino_init_10pct_labels`)" in \
         text.split("## DINO vs random")[1].split("## ")[0]
 
+    # a section with one of its claims measured names the others as not run
+    results["runs"]["cpu | X"]["scenarios"]["claim:dino_init_10pct_labels"] = {
+        "rows": rows, "budget": "b", "date": "d", "command": "c", "seconds": 1}
+    dino = write_claims_markdown(results, tmp_path / "claims.md").read_text().split("## DINO vs random")[1]
+    dino = dino.split("## ")[0]
+    assert "`claim:dino_init_25pct_labels`: not run yet" in dino and "`claim:dino_init_100pct_labels`: not run yet" in dino
+    assert "`claim:dino_init_10pct_labels`: not run" not in dino and "Tried: Only the CPU preset" in dino
+
 
 def test_floors_point_at_rows_the_claims_write():
     for _, scenario, arm, metric, _ in FLOORS:
