@@ -54,7 +54,7 @@ def gaussian_smooth_torch(x: torch.Tensor, sigmas: Sequence[float], truncate: fl
 
     Per axis, scipy's kernel (sampled Gaussian of radius ``int(truncate * sigma + 0.5)``, normalised to
     sum 1; an axis with sigma 0 is left alone), applied with MONAI's ``separable_filtering`` (zero
-    padding). Float output (float32 unless ``x`` is float64).
+    padding). Float output (``x``'s dtype when it is floating point, else float32).
     """
     from monai.networks.layers import separable_filtering
 
