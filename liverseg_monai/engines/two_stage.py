@@ -25,12 +25,7 @@ from torch import nn
 
 from liverseg_monai.errors import InputError
 from liverseg_monai.io.atomic import atomic_path
-from liverseg_monai.networks.two_stage import (  # noqa: F401 (resize, window: bench)
-    OneStageSegmenter,
-    TwoStageSegmenter,
-    resize,
-    window,
-)
+from liverseg_monai.networks.two_stage import OneStageSegmenter, TwoStageSegmenter
 
 logger = logging.getLogger(__name__)
 

@@ -1,18 +1,26 @@
-"""Two-stage (cascade) liver-then-tumour segmentation as one network: two stages and a crop between them.
+"""Two-stage (cascade) liver-then-tumour segmentation as one network, composed of four named parts.
 
-Stage 1 (:class:`CascadeStage` around the liver network) sees the whole volume on a fixed coarse grid
-and segments the liver; a clean-up module (largest component, hole filling) cleans the mask. The crop
-takes the liver's bounding box plus a margin at the fine resolution; stage 2 (:class:`CascadeStage`
-around the tumour network) segments tumour (optionally portal vein and aorta) in it; the paste-back
-writes its classes into the liver map. The result is one label map on the input grid::
+The data flow, one part per step, each passed in by the bundle config (``configs/inference.json``):
+
+1. ``liver_stage`` (:class:`CascadeStage` around the liver network) sees the whole volume on a fixed
+   coarse grid and segments the liver; ``liver_cleanup`` (largest component, hole filling) cleans it.
+2. ``crop`` (:class:`LiverBoxCrop`) takes the liver's bounding box plus a margin at the fine resolution.
+3. ``tumor_stage`` (:class:`CascadeStage` around the tumour network) segments tumour (optionally portal
+   vein and aorta) in that box.
+4. ``paste`` (:class:`PasteBack`) writes its classes into the liver map.
+
+The result is one label map on the input grid::
 
     0 background, 1 liver, 2 tumour mass, 3 portal vein, 4 abdominal aorta (3 and 4 with vessels)
 
-Each stage is what training feeds its network (``ScaleIntensityRanged`` to the stage's HU window,
-``Resized`` to the stage's ROI, and for stage 2 ``CropForegroundd`` on the liver with the same margin),
-written in torch so that the whole cascade is one ``nn.Module``: ``torch.jit.script`` exports it, and
-MONAI Label's single-network bundle inferer runs it. ``tests/networks/test_two_stage.py`` checks the
-pieces against those MONAI transforms.
+Each part is what training does to its network's input with MONAI transforms (``ScaleIntensityRanged``
+to the stage's HU window, ``Resized`` to the stage's ROI, ``CropForegroundd`` on the liver with the
+same margin, ``MapLabelValued`` for the labels), and the config feeds both from the same keys
+(``liver#hu_window``, ``tumor#roi_size``, ``tumor#crop_margin``...). Here they are written in torch
+because the cascade must be one ``nn.Module``: ``torch.jit.script`` exports it (MONAI's transforms are
+not scriptable), MONAI Label's single-network bundle inferer runs it, and ``network_def`` holds both
+stages so export and verification see them. ``tests/networks/test_two_stage.py`` checks each part
+against the MONAI transform training uses.
 
 Composition in the style of torchvision's ``GeneralizedRCNN``: the parts are passed in and each can be
 swapped without touching the others.
@@ -97,37 +105,97 @@ class OneStageSegmenter(nn.Module):
         return out
 
 
+class LiverBoxCrop(nn.Module):
+    """The crop between the stages: the stage-1 mask's bounding box grown by a margin, clipped to the volume.
+
+    The box MONAI's ``CropForeground(margin=margin, allow_smaller=True)`` crops (training's
+    ``CropForegroundd`` on the liver label, fed the same ``tumor#crop_margin``).
+
+    Args:
+        margin: voxels added on each side, one value or one per axis.
+
+    Shapes:
+        boolean mask ``(X, Y, Z)`` -> ``[x0, x1, y0, y1, z0, z1]`` (ends exclusive); ``[]`` for an empty mask.
+    """
+
+    def __init__(self, margin: int | Sequence[int] = 4):
+        super().__init__()
+        margins = [int(margin)] * 3 if isinstance(margin, int | float) else [int(m) for m in margin]
+        if len(margins) != 3:
+            raise ValueError(f"margin needs one value or three (one per axis), got {margin}")
+        self.margin: List[int] = margins  # noqa: UP006
+
+    def forward(self, mask: torch.Tensor) -> List[int]:  # noqa: UP006
+        box = mask_bounds(mask)
+        if len(box) == 0:
+            return box
+        out: List[int] = []  # noqa: UP006
+        for axis in range(3):
+            out.append(max(box[2 * axis] - self.margin[axis], 0))
+            out.append(min(box[2 * axis + 1] + self.margin[axis], int(mask.shape[axis])))
+        return out
+
+
+class PasteBack(nn.Module):
+    """The paste-back after stage 2: its classes become labels inside the box of the label map.
+
+    Stage-2 class ``k > 0`` becomes label ``k + 1`` (training's ``MapLabelValued`` the other way round:
+    2 tumour, 3 portal vein, 4 aorta); class 0 keeps the stage-1 label.
+
+    Args:
+        tumor_in_liver: keep tumour (class 1) voxels only inside the stage-1 liver mask.
+
+    Shapes:
+        ``labels`` ``(X, Y, Z)`` float32, ``liver`` ``(X, Y, Z)`` bool, ``classes`` ``(x, y, z)`` int64 on the
+        box, ``box`` from :class:`LiverBoxCrop` -> ``labels`` with the box replaced.
+    """
+
+    def __init__(self, tumor_in_liver: bool = True):
+        super().__init__()
+        self.tumor_in_liver = bool(tumor_in_liver)
+
+    def forward(self, labels: torch.Tensor, liver: torch.Tensor, classes: torch.Tensor,
+                box: List[int]) -> torch.Tensor:  # noqa: UP006
+        x0, x1, y0, y1, z0, z1 = box[0], box[1], box[2], box[3], box[4], box[5]
+        keep = classes > 0
+        if self.tumor_in_liver:
+            keep = keep & ((classes != 1) | liver[x0:x1, y0:y1, z0:z1])
+        out = labels.clone()
+        region = out[x0:x1, y0:y1, z0:z1]
+        out[x0:x1, y0:y1, z0:z1] = torch.where(keep, (classes + 1).to(torch.float32), region)
+        return out
+
+
 class TwoStageSegmenter(nn.Module):
-    """Liver (stage 1, global view) then tumour (stage 2, local view inside the liver's box).
+    """Liver (stage 1, global view), crop, tumour (stage 2, local view inside the liver's box), paste-back.
 
     Args:
         liver_stage: :class:`CascadeStage` whose classes are 0 background, 1 liver.
         tumor_stage: :class:`CascadeStage` whose classes are 0 background, 1 tumour (2 portal vein,
             3 aorta with vessels).
-        margin: voxels of the input grid added around the liver's bounding box, one per axis (the
-            training ``CropForegroundd`` margin).
+        crop: :class:`LiverBoxCrop` (or a module with its signature); ``None`` builds one from ``margin``.
+        paste: :class:`PasteBack`; ``None`` builds one from ``tumor_in_liver``.
         liver_cleanup: module on the ``(X, Y, Z)`` boolean liver mask (for example
-            ``nn.Sequential(KeepLargestComponent(), FillHoles())`` of
-            :mod:`liverseg_monai.networks.blocks.mask_cleanup`); ``None`` keeps it as is.
-        tumor_in_liver: keep tumour voxels only inside the stage-1 liver mask.
+            :class:`liverseg_monai.networks.blocks.mask_cleanup.MaskCleanup`); ``None`` keeps it as is.
+        margin: the crop's margin when ``crop`` is not given.
+        tumor_in_liver: the paste-back's rule when ``paste`` is not given.
 
     Shapes:
         input ``(B, 1, X, Y, Z)`` in HU on the fine grid -> label map ``(B, 1, X, Y, Z)`` (float32); a
         MONAI ``MetaTensor`` input gives a ``MetaTensor`` with its metadata (for ``Invertd``).
     """
 
-    __jit_unused_properties__ = ["liver_net", "tumor_net", "liver_size", "tumor_size"]
+    __jit_unused_properties__ = ["liver_net", "tumor_net", "liver_size", "tumor_size", "liver_window",
+                                 "tumor_window", "margin"]
 
-    def __init__(self, liver_stage: CascadeStage, tumor_stage: CascadeStage, margin: int | Sequence[int] = 4,
-                 liver_cleanup: nn.Module | None = None, tumor_in_liver: bool = True):
+    def __init__(self, liver_stage: CascadeStage, tumor_stage: CascadeStage, crop: nn.Module | None = None,
+                 paste: nn.Module | None = None, liver_cleanup: nn.Module | None = None,
+                 margin: int | Sequence[int] = 4, tumor_in_liver: bool = True):
         super().__init__()
         self.liver_stage, self.tumor_stage = liver_stage, tumor_stage
-        margins = [int(margin)] * 3 if isinstance(margin, int | float) else [int(m) for m in margin]
-        if len(margins) != 3:
-            raise ValueError(f"margin needs one value or three (one per axis), got {margin}")
-        self.margin: List[int] = margins  # noqa: UP006
+        self.crop = crop if crop is not None else LiverBoxCrop(margin)
+        self.paste = paste if paste is not None else PasteBack(tumor_in_liver)
         self.liver_cleanup = liver_cleanup if liver_cleanup is not None else nn.Identity()
-        self.tumor_in_liver = bool(tumor_in_liver)
 
     # the stage networks and sizes under their earlier names (benchmarks time the networks alone)
     @property
@@ -146,27 +214,29 @@ class TwoStageSegmenter(nn.Module):
     def tumor_size(self) -> list[int]:
         return self.tumor_stage.roi_size
 
+    @property
+    def liver_window(self) -> tuple[float, float]:
+        return self.liver_stage.lo, self.liver_stage.hi
+
+    @property
+    def tumor_window(self) -> tuple[float, float]:
+        return self.tumor_stage.lo, self.tumor_stage.hi
+
+    @property
+    def margin(self) -> list[int]:
+        return self.crop.margin
+
     def segment(self, image: torch.Tensor) -> torch.Tensor:
         """One case: ``(1, 1, X, Y, Z)`` HU -> label map ``(X, Y, Z)`` float32."""
         liver = self.liver_cleanup(self.liver_stage(image)[0] > 0)
         labels = liver.to(torch.float32)
-        box = mask_bounds(liver)
+        box = self.crop(liver)
         if len(box) == 0:
             if not torch.jit.is_scripting():
                 self._warn_empty()
             return labels
-        m = self.margin
-        x0, x1 = max(box[0] - m[0], 0), min(box[1] + m[0], liver.shape[0])
-        y0, y1 = max(box[2] - m[1], 0), min(box[3] + m[1], liver.shape[1])
-        z0, z1 = max(box[4] - m[2], 0), min(box[5] + m[2], liver.shape[2])
-        classes = self.tumor_stage(image[:, :, x0:x1, y0:y1, z0:z1])[0]
-        keep = classes > 0
-        if self.tumor_in_liver:
-            keep = keep & ((classes != 1) | liver[x0:x1, y0:y1, z0:z1])
-        region = labels[x0:x1, y0:y1, z0:z1]
-        # stage-2 class k > 0 is label k + 1: 2 tumour, 3 portal vein, 4 aorta
-        labels[x0:x1, y0:y1, z0:z1] = torch.where(keep, (classes + 1).to(torch.float32), region)
-        return labels
+        classes = self.tumor_stage(image[:, :, box[0]:box[1], box[2]:box[3], box[4]:box[5]])[0]
+        return self.paste(labels, liver, classes, box)
 
     @torch.jit.unused
     def _warn_empty(self) -> None:

@@ -1,14 +1,23 @@
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 from monai.data import MetaTensor
-from monai.transforms import CropForeground, Resize, ScaleIntensityRange
+from monai.transforms import CropForeground, MapLabelValue, Resize, ScaleIntensityRange
 from torch import nn
 
 from liverseg_monai.engines.two_stage import PrepareBatchWithPrior
 from liverseg_monai.metrics.cascade import AblationMetrics, cascade_case_metrics, tumor_burden
 from liverseg_monai.networks.blocks.mask_cleanup import KeepLargestComponent, MaskCleanup
-from liverseg_monai.networks.two_stage import CascadeStage, TwoStageSegmenter, resize, window
+from liverseg_monai.networks.two_stage import (
+    CascadeStage,
+    LiverBoxCrop,
+    PasteBack,
+    TwoStageSegmenter,
+    resize,
+    window,
+)
 
 
 class Band(nn.Module):
@@ -251,3 +260,63 @@ def test_one_network_baseline_config_has_three_classes():
     segmenter = evaluate.get_parsed_content("network_def")
     assert type(segmenter).__name__ == "OneStageSegmenter"
     assert segmenter.stage.net(torch.zeros(1, 1, 16, 16, 16)).shape[1] == 3
+
+
+@pytest.mark.parametrize("margin", [0, 2, [3, 1, 5], [9, 0, 1]])
+def test_liver_box_crop_is_the_box_monai_crop_foreground_crops(margin):
+    """The crop between the stages is training's CropForegroundd box (same margin, clipped at the edges)."""
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        mask = torch.zeros(20, 17, 13, dtype=torch.bool)
+        lo = rng.integers(0, [15, 12, 8])
+        hi = lo + rng.integers(1, 6, size=3)
+        mask[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]] = torch.as_tensor(rng.random(tuple(hi - lo)) > 0.3)
+        mask[lo[0], lo[1], lo[2]] = True
+        x0, x1, y0, y1, z0, z1 = LiverBoxCrop(margin)(mask)
+        start, end = CropForeground(margin=margin, allow_smaller=True).compute_bounding_box(mask[None])
+        assert [x0, y0, z0] == list(start) and [x1, y1, z1] == list(end)
+    assert LiverBoxCrop(margin)(torch.zeros(4, 4, 4, dtype=torch.bool)) == []
+    with pytest.raises(ValueError, match="one per axis"):
+        LiverBoxCrop([1, 2])
+
+
+@pytest.mark.parametrize("tumor_in_liver", [True, False])
+def test_paste_back_maps_stage2_classes_to_labels_inside_the_box(tumor_in_liver):
+    """Stage-2 class k > 0 becomes label k + 1 (training's MapLabelValued inverted); class 0 keeps stage 1."""
+    liver = torch.zeros(10, 10, 10, dtype=torch.bool)
+    liver[2:8, 2:8, 2:8] = True
+    labels = liver.float()
+    classes = torch.randint(0, 4, (6, 8, 6))
+    box = [1, 7, 1, 9, 3, 9]
+    out = PasteBack(tumor_in_liver)(labels, liver, classes, box)
+    inside = out[1:7, 1:9, 3:9]
+    forward_map = MapLabelValue(orig_labels=[0, 1, 2, 3], target_labels=[0, 2, 3, 4])(classes)
+    region_liver = liver[1:7, 1:9, 3:9]
+    kept = (classes > 0) & ((classes != 1) | region_liver if tumor_in_liver else torch.ones_like(region_liver))
+    torch.testing.assert_close(inside[kept], torch.as_tensor(forward_map)[kept].float())
+    torch.testing.assert_close(inside[~kept], labels[1:7, 1:9, 3:9][~kept])
+    outside = torch.ones_like(labels, dtype=torch.bool)
+    outside[1:7, 1:9, 3:9] = False
+    torch.testing.assert_close(out[outside], labels[outside])  # nothing outside the box changes
+    assert labels.max() == 1  # the input map is not written in place
+
+
+def test_tumour_config_composes_the_cascade_from_named_components_shared_with_training():
+    """inference.json: network_def is liver#stage -> crop_to_liver -> tumor#stage -> paste_back, and the
+    crop's margin is the very key training's CropForegroundd reads (train.json + train_tumor.json)."""
+    from monai.bundle import ConfigParser
+
+    cfg = Path(__file__).resolve().parents[2] / "bundles" / "liver_tumor_ct_segresnetvae" / "configs"
+    parser = ConfigParser()
+    parser.read_config([str(cfg / "inference.json")])
+    net_def = parser.get("network_def")
+    assert [net_def[k] for k in ("liver_stage", "crop", "tumor_stage", "paste")] == [
+        "@liver#stage", "@crop_to_liver", "@tumor#stage", "@paste_back"]
+    assert parser.get("crop_to_liver")["margin"] == "@tumor#crop_margin"
+    train = ConfigParser()
+    train.read_config([str(cfg / f) for f in ("inference.json", "train.json", "train_tumor.json")])
+    crops = [t for t in train.get("stage_transforms") if t.get("_target_") == "CropForegroundd"]
+    assert len(crops) == 1 and crops[0]["margin"] == "@tumor#crop_margin"
+    net = parser.get_parsed_content("network_def", instantiate=True)
+    assert isinstance(net.crop, LiverBoxCrop) and isinstance(net.paste, PasteBack)
+    assert net.margin == parser.get_parsed_content("tumor#crop_margin")

@@ -25,6 +25,7 @@ def test_ct_liver_tiny_run_merges_and_renders(tmp_path):
     assert r["geometry_kept"] is True
     assert r["end_to_end_s"] > r["forward_only_s"] > 0
     assert r["ratio"] == pytest.approx(r["end_to_end_s"] / r["forward_only_s"])
+    assert 0 < r["network_in_run_s"] < r["end_to_end_s"]  # the forward-only passes are not counted in it
     assert r["forward_calls_end_to_end"] == r["forward_calls_forward_only"] == 1  # 16 slices, batch 16
     assert r["read_s"] > 0 and r["write_s"] > 0
     assert r["read_forward_write_s"] == pytest.approx(r["read_s"] + r["forward_only_s"] + r["write_s"])
@@ -41,6 +42,22 @@ def test_ct_liver_tiny_run_merges_and_renders(tmp_path):
     assert set(merged["runs"]) == {key, "cuda | Some GPU"}
     md = render_markdown(merged)
     assert "## cuda | Some GPU" in md and md.count("| ct_liver (liver_ct_unet_segmentation)") == 2
+
+
+def test_ct_tumor_tiny_run_times_both_stages_and_keeps_geometry(tmp_path):
+    """The tumour row runs the bundle's own cascade (its crop included) at a tiny size."""
+    out = tmp_path / "bench"
+    path = run_bench(out, only="ct_tumor", preset="tiny", docs=tmp_path / "b.md", work=tmp_path / "work",
+                     command="pytest")
+    (run,) = json.loads(path.read_text())["runs"].values()
+    r = run["scenarios"]["ct_tumor"]
+    assert "error" not in r, r
+    assert r["shape"] == [48, 48, 24] and r["geometry_kept"] is True
+    assert r["end_to_end_s"] > r["forward_only_s"] > 0
+    assert r["ratio"] == pytest.approx(r["end_to_end_s"] / r["forward_only_s"])
+    assert r["ratio_to_read_forward_write"] == pytest.approx(r["end_to_end_s"] / r["read_forward_write_s"])
+    assert r["stage_calls_end_to_end"][0] == 1 and r["realistic_lesions"] >= 1
+    assert 0 < r["network_in_run_s"] < r["end_to_end_s"]
 
 
 def test_error_rows_and_unknown_scenarios(tmp_path):

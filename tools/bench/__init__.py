@@ -72,6 +72,8 @@ PRESETS = {
     },
     "tiny": {
         "ct_liver": {"shape": [32, 32, 16], "overrides": {"spatial_size": [32, 32]}},
+        "ct_tumor": {"shape": [48, 48, 24], "overrides": {"liver#roi_size": [32, 32, 16],
+                                                          "tumor#roi_size": [32, 32, 16]}},
         "networks": {"size": 64, "batch": 1, "repeat": 1},
     },
 }
