@@ -318,3 +318,32 @@ def test_traced_memory_does_not_grow_with_slide_size(tmp_path):
     full_map = 4096 * 4096 * 2 * 4  # the 2-class float32 probabilities of the large slide: 128 MiB
     assert peaks[4096] < peaks[1024] + 4 * 2**20, peaks
     assert peaks[4096] < full_map / 8, peaks
+
+
+def test_slide_merger_divides_only_touched_chunks_and_equals_monai(tmp_path):
+    """SlideMerger: MONAI ZarrAvgMerger's average where patches landed, NaN (no patch) elsewhere, and no
+    output chunk written for the glass between them."""
+    from monai.inferers import ZarrAvgMerger
+
+    from liverseg_monai.inferers.slide import SlideMerger
+
+    shape = [1, 3, 1000, 700]
+    rng = np.random.default_rng(0)
+    patches = [((0, 0), 128), ((64, 96), 128), ((700, 500), 200), ((872, 572), 128)]
+    (tmp_path / "ours").mkdir()
+    ours = SlideMerger(shape, directory=tmp_path / "ours", chunk_size=128)
+    ref = ZarrAvgMerger(shape, store=str(tmp_path / "ref.zarr"), value_store=str(tmp_path / "v.zarr"),
+                        count_store=str(tmp_path / "c.zarr"), chunks=(1, 3, 128, 128))
+    for (y, x), size in patches:
+        values = torch.as_tensor(rng.random((1, 3, size, size)), dtype=torch.float32)
+        ours.aggregate(values, (y, x))
+        ref.aggregate(values, (y, x))
+    got = np.asarray(ours.finalize()[:])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        want = np.asarray(ref.finalize()[:])
+    assert got.shape == want.shape == tuple(shape)
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want))  # NaN exactly where no patch fell
+    np.testing.assert_allclose(got[~np.isnan(got)], want[~np.isnan(want)])
+    # touched: chunks (0..1, 0..1) from the first two patches, (5..7, 3..5) from the last two
+    assert ours.touched == {(cy, cx) for cy in (0, 1) for cx in (0, 1)} | {(cy, cx) for cy in (5, 6, 7) for cx in (3, 4, 5)}
+    assert ours.output.nchunks_initialized == len(ours.touched)
