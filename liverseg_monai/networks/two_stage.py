@@ -126,14 +126,7 @@ class LiverBoxCrop(nn.Module):
         self.margin: List[int] = margins  # noqa: UP006
 
     def forward(self, mask: torch.Tensor) -> List[int]:  # noqa: UP006
-        box = mask_bounds(mask)
-        if len(box) == 0:
-            return box
-        out: List[int] = []  # noqa: UP006
-        for axis in range(3):
-            out.append(max(box[2 * axis] - self.margin[axis], 0))
-            out.append(min(box[2 * axis + 1] + self.margin[axis], int(mask.shape[axis])))
-        return out
+        return mask_bounds(mask, pads=self.margin)
 
 
 class PasteBack(nn.Module):

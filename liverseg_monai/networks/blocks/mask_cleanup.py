@@ -22,16 +22,16 @@ Shapes: ``(X, Y, Z)`` boolean in, ``(X, Y, Z)`` boolean out.
 
 from __future__ import annotations
 
-from typing import List  # noqa: UP035 (TorchScript needs typing.List)
+from typing import List, Optional  # noqa: UP035 (TorchScript needs typing.List, Optional)
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 
-def mask_bounds(mask: torch.Tensor, pad: int = 0) -> List[int]:  # noqa: UP006
+def mask_bounds(mask: torch.Tensor, pad: int = 0, pads: Optional[List[int]] = None) -> List[int]:  # noqa: UP006,UP045
     """``[lo0, hi0, lo1, hi1, lo2, hi2]`` of the non-zero voxels of a 3D ``mask`` grown by ``pad`` voxels
-    per side and clipped to the array; an empty list for an empty mask."""
+    per side (or ``pads[axis]`` per axis) and clipped to the array; an empty list for an empty mask."""
     nz = torch.nonzero(mask)
     if nz.shape[0] == 0:
         return []
@@ -39,8 +39,9 @@ def mask_bounds(mask: torch.Tensor, pad: int = 0) -> List[int]:  # noqa: UP006
     hi = nz.max(dim=0).values
     out: List[int] = []  # noqa: UP006
     for axis in range(3):
-        out.append(max(int(lo[axis]) - pad, 0))
-        out.append(min(int(hi[axis]) + 1 + pad, mask.shape[axis]))
+        p = pad if pads is None else pads[axis]
+        out.append(max(int(lo[axis]) - p, 0))
+        out.append(min(int(hi[axis]) + 1 + p, mask.shape[axis]))
     return out
 
 
