@@ -12,6 +12,8 @@ trainable projection), :class:`ConditionedLatentDiffusion` (the UNet, the condit
 latent scale factor: what the diffusion stage trains), :class:`PathSegDiffFeatureExtractor` (frozen
 autoencoder + diffusion model -> dense features) and :class:`PathSegDiffSegmenter` (extractor + head,
 the inference module: image ``[B, 3, H, W]`` in [0, 1] -> logits ``[B, C, H, W]``).
+:class:`SSLFeatureExtractor` (frozen self-supervised ResNet -> dense features) is the paper's baseline
+extractor: the same head on the guiding encoder's own features.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from monai.networks.nets import AutoencoderKL, DiffusionModelUNet
 from monai.networks.nets.diffusion_model_unet import get_timestep_embedding
 from monai.networks.schedulers import DDPMScheduler
 from torch import nn
+from torchvision.models.feature_extraction import create_feature_extractor
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -253,6 +256,63 @@ class PathSegDiffFeatureExtractor(_Frozen):
         size = tuple(padded.shape[-2:])
         upsampled = [
             aligned_upsample(blocks[i], size, self.level_strides[i], self.latent_offset) for i in self.levels
+        ]
+        return torch.cat(upsampled, dim=1)[..., :height, :width]
+
+
+class SSLFeatureExtractor(_Frozen):
+    """Frozen dense features of a self-supervised ResNet: ``[B, 3, H, W]`` in [0, 1] -> ``[B, out_channels, H, W]``.
+
+    The baseline the PathSegDiff paper compares the diffusion features with: the same head on the
+    features of the self-supervised encoder alone (for example the DINO backbone of
+    ``bundles/pathology_dino_pretraining``). The image is normalised as the encoder was trained, the
+    outputs of the ResNet stages in ``layers`` are taken with torchvision's ``create_feature_extractor``,
+    upsampled onto the image's pixel grid (:func:`aligned_upsample`) and concatenated. Inputs whose size
+    is not a multiple of :attr:`size_divisor` are edge-padded and the features cropped back, as in
+    :class:`PathSegDiffFeatureExtractor`.
+
+    A torchvision ResNet's stride-2 convolutions and max-pool pad symmetrically (kernel ``k``, padding
+    ``k // 2``), so pixel ``i`` of a stage at stride ``s`` is centred on image pixel ``s * i``: offset 0,
+    where ``F.interpolate`` would assume ``(s - 1) / 2``.
+
+    Args:
+        backbone: a torchvision ResNet (``conv1`` ... ``layer4``); its weights are frozen.
+        layers: the stages to use (``"layer1"`` stride 4 ... ``"layer4"`` stride 32).
+        mean, std: per-channel input normalisation the backbone was trained with.
+    """
+
+    STRIDES = {"layer1": 4, "layer2": 8, "layer3": 16, "layer4": 32}
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        layers: Sequence[str] = ("layer1", "layer2"),
+        mean: Sequence[float] = IMAGENET_MEAN,
+        std: Sequence[float] = IMAGENET_STD,
+    ) -> None:
+        super().__init__()
+        self.layers = tuple(str(name) for name in layers)
+        unknown = [name for name in self.layers if name not in self.STRIDES]
+        if not self.layers or unknown:
+            raise ValueError(f"layers must be ResNet stages among {sorted(self.STRIDES)}, got {list(layers)}")
+        self.features = create_feature_extractor(backbone, return_nodes={name: name for name in self.layers})
+        self.level_strides = tuple(self.STRIDES[name] for name in self.layers)
+        self.size_divisor = max(self.level_strides)
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
+        self.freeze()
+        with torch.no_grad():
+            probe = self.features(torch.zeros(1, 3, self.size_divisor, self.size_divisor))
+        self.out_channels = sum(int(probe[name].shape[1]) for name in self.layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        height, width = x.shape[-2:]
+        pad_h, pad_w = -height % self.size_divisor, -width % self.size_divisor
+        padded = F.pad(x, (0, pad_w, 0, pad_h), mode="replicate")
+        stages = self.features((padded - self.mean) / self.std)
+        size = tuple(padded.shape[-2:])  # not int(): a trace keeps the sizes symbolic
+        upsampled = [
+            aligned_upsample(stages[name], size, stride, 0.0) for name, stride in zip(self.layers, self.level_strides)
         ]
         return torch.cat(upsampled, dim=1)[..., :height, :width]
 

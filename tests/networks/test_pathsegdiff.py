@@ -12,6 +12,7 @@ from liverseg_monai.networks.pathsegdiff import (
     PathSegDiffFeatureExtractor,
     PathSegDiffSegmenter,
     SSLConditionEncoder,
+    SSLFeatureExtractor,
     unet_decoder_features,
 )
 
@@ -209,3 +210,48 @@ def test_segmenter_scripts_through_a_traced_extractor(tmp_path):
         with torch.no_grad():
             torch.testing.assert_close(loaded(x), net(x), rtol=1e-4, atol=1e-4)
     assert isinstance(net.extractor, PathSegDiffFeatureExtractor)  # scripting left the module as it was
+
+
+@pytest.mark.parametrize("size", [(64, 64), (50, 70)])
+def test_ssl_feature_extractor_samples_each_stage_at_its_pixel_centres(size):
+    """Pixel ``s * i`` of the output is stage pixel ``i`` exactly (ResNet centres: offset 0), at any size."""
+    from torchvision.models.feature_extraction import create_feature_extractor
+
+    torch.manual_seed(0)
+    backbone = torchvision.models.resnet18(weights=None)
+    ex = SSLFeatureExtractor(backbone, layers=("layer1", "layer2"))
+    assert ex.out_channels == 64 + 128 and ex.size_divisor == 8 and ex.level_strides == (4, 8)
+    x = torch.rand(2, 3, *size)
+    out = ex(x)
+    assert out.shape == (2, 192, *size)
+    pad_h, pad_w = -size[0] % 8, -size[1] % 8
+    padded = torch.nn.functional.pad(x, (0, pad_w, 0, pad_h), mode="replicate")
+    reference = create_feature_extractor(backbone.eval(), {"layer1": "a", "layer2": "b"})(
+        (padded - ex.mean) / ex.std)
+    torch.testing.assert_close(out[:, :64, ::4, ::4], reference["a"][..., : -(-size[0] // 4), : -(-size[1] // 4)],
+                               rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(out[:, 64:, ::8, ::8], reference["b"][..., : -(-size[0] // 8), : -(-size[1] // 8)],
+                               rtol=1e-4, atol=1e-5)
+    # frozen: no gradients, eval mode kept (BatchNorm statistics fixed) when an engine calls train()
+    assert not any(p.requires_grad for p in ex.parameters())
+    ex.train()
+    assert not ex.training and not ex.features.training
+
+
+def test_ssl_feature_extractor_loads_a_backbone_file_and_scripts_in_the_segmenter(tmp_path):
+    from liverseg_monai.networks.weights import load_pretrained_encoder
+
+    torch.manual_seed(1)
+    source = torchvision.models.resnet18(weights=None)
+    torch.save(source.state_dict(), tmp_path / "backbone.pt")
+    net = PathSegDiffSegmenter(SSLFeatureExtractor(torchvision.models.resnet18(weights=None), layers=("layer1",)),
+                               ConvSegmentationHead(64, 3, hidden_channels=(8,)))
+    report = load_pretrained_encoder(net, tmp_path / "backbone.pt")
+    assert report.prefix == "extractor.features." and "extractor.features.layer1.0.conv1.weight" in report.loaded_keys
+    torch.testing.assert_close(net.extractor.features.conv1.weight, source.conv1.weight)
+    with pytest.raises(ValueError, match="ResNet stages"):
+        SSLFeatureExtractor(torchvision.models.resnet18(weights=None), layers=("fc",))
+    net.eval()
+    x = torch.rand(1, 3, 40, 24)
+    scripted = torch.jit.script(net)
+    torch.testing.assert_close(scripted(x), net(x), rtol=1e-4, atol=1e-5)

@@ -121,6 +121,45 @@ def test_pathsegdiff_ablation_scores_held_out_tiles():
     assert "datalist" not in train["overrides"] and train["overrides"]["seed"] == 3
 
 
+@pytest.mark.slow
+def test_pathsegdiff_ablation_runs_the_dino_arm_on_the_same_held_out_tiles(tmp_path):
+    """Issue 17 point 3: the head on DINO features beside the head on diffusion features, each trained and
+    scored through the bundle (one seed, one epoch per stage: plumbing, not quality)."""
+    import json
+
+    import torch
+
+    from tools.bench.pathsegdiff import ARMS, dino_pretrain_stage, feature_ablation
+
+    pretrain = dino_pretrain_stage(0, 32)
+    # as many DINO crops as the autoencoder (20 epochs) and diffusion (20 epochs) stages' 4 crops per tile
+    assert pretrain["overrides"]["max_epochs"] == round((20 + 20) * 4 / 7)
+    assert pretrain["overrides"]["datalist_keys"] == ["training", "validation"]
+    one = {"max_epochs": 1, "batch_size": 2, "patches_per_tile": 1, "val_interval": 1}
+    # the random arm is the diffusion arm's head stages on other weights: left out to keep the test short
+    result = feature_ablation(tmp_path, seeds=[0], n_train=2, n_val=1, n_test=3, size=64, arms=["dino_encoder"],
+                              stage_overrides={
+        "train_autoencoder": {"autoencoder#max_epochs": 1}, "train_diffusion": {"diffusion#max_epochs": 1},
+        "train": one, "dino_pretrain": {"max_epochs": 1, "batch_size": 4, "patches_per_image": 2}},
+        log=lambda msg: None)
+    arms = {row["arm"]: row for row in result["rows"]}
+    assert set(arms) == {"diffusion", "dino_encoder", "diffusion - dino_encoder"} and "random_encoder" in ARMS
+    assert all(row["n_held_out"] == 3 and row["seeds"] == [0] for row in arms.values())
+    assert "verdict" in arms["diffusion - dino_encoder"] and "DINO arm" in result["budget"]
+    # the DINO arm's head was trained on the DINO backbone: its model.pt holds those weights, frozen
+    backbone = torch.load(tmp_path / "seed0" / "dino_encoder" / "dino_bundle" / "models" / "backbone.pt",
+                          map_location="cpu", weights_only=True)
+    model = torch.load(tmp_path / "seed0" / "dino_encoder" / "bundle" / "models" / "model.pt", map_location="cpu",
+                       weights_only=True)
+    key = "layer1.0.conv1.weight"
+    source = backbone.get(key, backbone.get("backbone." + key)) if isinstance(backbone, dict) else None
+    assert source is not None, sorted(backbone)[:5]
+    torch.testing.assert_close(model["extractor.features." + key], source)
+    per_case = [json.loads((tmp_path / "seed0" / arm / "eval" / "summary.json").read_text())
+                for arm in ("diffusion", "dino_encoder")]
+    assert all("mean_iou" in s for s in per_case)
+
+
 def test_realistic_slide_is_mostly_tissue_with_over_a_thousand_patches():
     """Issue 19 point 5: beside the mostly-glass slides, one with at least 30 % tissue and at least 1000
     tissue patches at the inference level (the DeepLab slide config's 256-px patches, overlap 0.25)."""

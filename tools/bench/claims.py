@@ -565,7 +565,7 @@ CLAIM_INDEX = {
     "10-20 mm and over 20 mm)": ["claim:tumour_active_contour"],
     "liver CT quality (no comparison: the floor of point 5)": ["claim:liver_ct_quality"],
     "Mask R-CNN vs clump splitting (AP50, F1, Jaccard, steatosis-area error)": ["claim:maskrcnn_vs_clump_splitting"],
-    "PathSegDiff head on LDM features vs random encoder (vs DINO features)": ["pathsegdiff_features"],
+    "PathSegDiff head on LDM features vs on DINO features vs on a random encoder": ["pathsegdiff_features"],
 }
 
 

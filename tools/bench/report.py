@@ -244,8 +244,8 @@ def render_markdown(data: dict) -> str:
             lines += [f"### nnU-Net v2 beside the bundle (`{name}`, equal training wall clock; details in "
                       "[claims.md](claims.md))", ""] + peer_table(scen[name]) + [""]
         if "pathsegdiff_features" in scen:
-            lines += _ablation(scen["pathsegdiff_features"], "PathSegDiff: head on diffusion features vs on a random "
-                               "extractor (`make bench-quality`)")
+            lines += _ablation(scen["pathsegdiff_features"], "PathSegDiff: head on diffusion features vs on DINO "
+                               "features vs on a random extractor (`make bench-quality`)")
     return "\n".join(lines).rstrip() + "\n"
 
 
